@@ -1,0 +1,22 @@
+"""
+Kyoukai: an asyncio web framework on asphalt, werkzeug and h2, serving HTTP/1.1 and HTTP/2.
+"""
+
+from kyoukai.app import Kyoukai
+from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent
+from kyoukai.blueprint import Blueprint
+from kyoukai.context import HTTPRequestContext
+from kyoukai.route import Route
+from kyoukai.routegroup import RouteGroup
+from kyoukai.version import __version__
+
+__all__ = [
+    "Blueprint",
+    "HTTPRequestContext",
+    "Kyoukai",
+    "KyoukaiBaseComponent",
+    "KyoukaiComponent",
+    "Route",
+    "RouteGroup",
+    "__version__",
+]

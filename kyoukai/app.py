@@ -1,0 +1,200 @@
+"""The application object: routes requests through the blueprint tree to their handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from asphalt.core import Context, run_application
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect
+from werkzeug.wrappers import Request, Response
+
+from kyoukai.blueprint import Blueprint
+from kyoukai.body import RequestBody
+from kyoukai.context import HTTPRequestContext
+from kyoukai.util import SERVER_TOKEN
+
+if TYPE_CHECKING:
+    from kyoukai.asphalt import KyoukaiBaseComponent
+
+logger = logging.getLogger("kyoukai")
+
+_ROOT_FORWARDED = frozenset(
+    {
+        "route",
+        "errorhandler",
+        "add_errorhandler",
+        "add_route",
+        "wrap_route",
+        "url_for",
+        "before_request",
+        "after_request",
+        "add_hook",
+        "add_route_group",
+    }
+)
+
+
+class Kyoukai:
+    """
+    A Kyoukai application.
+
+    :param application_name: the name of the root blueprint (the endpoint prefix of routes
+        registered on the app itself).
+    :param server_name: the server name for ``url_for`` and the components.
+    :param kwargs: ``host`` and ``host_matching`` (for the root blueprint), ``request_class``,
+        ``response_class``, ``context_class``; anything else is kept in :attr:`config`.
+
+    ``route``, ``errorhandler``, ``add_errorhandler``, ``add_route``, ``wrap_route``,
+    ``url_for``, ``before_request``, ``after_request``, ``add_hook`` and ``add_route_group``
+    are those of the root blueprint.
+    """
+
+    #: The request class (a :class:`werkzeug.wrappers.Request` subclass).
+    request_class: type[Request] = Request
+    #: The response class used to wrap plain return values.
+    response_class: type[Response] = Response
+
+    def __init__(self, application_name: str, *, server_name: str | None = None, **kwargs: Any) -> None:
+        self.name = application_name
+        self.server_name = server_name
+        self._root_bp = Blueprint(application_name, host=kwargs.pop("host", None),
+                                  host_matching=kwargs.pop("host_matching", False))
+        self.request_class = kwargs.pop("request_class", self.request_class)
+        self.response_class = kwargs.pop("response_class", self.response_class)
+        self.context_class: type[HTTPRequestContext] = kwargs.pop("context_class", HTTPRequestContext)
+        #: The component serving this app, once started.
+        self.component: KyoukaiBaseComponent | None = None
+        self.debug = False
+        #: Extra configuration (the component's keys are merged in when it starts).
+        self.config: dict[str, Any] = kwargs
+
+    def __getattr__(self, item: str) -> Any:
+        if item in _ROOT_FORWARDED:
+            return getattr(self.root, item)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {item!r}")
+
+    @property
+    def root(self) -> Blueprint:
+        """The root :class:`~.Blueprint`."""
+        return self._root_bp
+
+    def register_blueprint(self, child: Blueprint) -> Blueprint:
+        """Add ``child`` under the root blueprint."""
+        return self.root.add_child(child)
+
+    def finalize(self, **map_options: Any) -> Map:
+        """Build the routing map (see :meth:`.Blueprint.finalize`)."""
+        self.debug = bool(self.config.get("debug", False))
+        return self.root.finalize(**map_options)
+
+    def log_route(self, request: Request, code: int) -> None:
+        """Log one handled request."""
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s %s - %s", request.method, request.path, code)
+
+    async def handle_httpexception(
+        self, ctx: HTTPRequestContext, exception: HTTPException, environ: dict | None = None
+    ) -> Response:
+        """
+        The response for an HTTP error: the nearest error handler's (from the matched route's
+        blueprint up to the root), or werkzeug's default page. A handler that fails gives the
+        default page of its own error.
+        """
+        if environ is None:
+            environ = ctx.environ
+        bp = ctx.bp or self.root
+        handler = bp.get_errorhandler(exception) or self.root.get_errorhandler(exception)
+        if handler is None:
+            return exception.get_response(environ)
+        try:
+            return await handler.invoke(ctx, args=(exception,), status=exception.code or 500)
+        except HTTPException as e:
+            logger.warning("The error handler for %s raised %r; sending its response.", exception.code, e)
+            return e.get_response(environ)
+        except Exception:
+            logger.exception("The error handler for %s failed.", exception.code)
+            return InternalServerError().get_response(environ)
+
+    async def process_request(self, request: Request, parent_context: Context | None) -> Response:
+        """
+        Route ``request`` to its handler and return the response; never raises for a request
+        the handler or the routing rejects (those become error responses).
+        """
+        if not self.root.finalized:
+            self.finalize()
+        ctx = self.context_class(parent_context, request)
+        ctx.app = self
+        async with ctx:
+            result = await self._dispatch(ctx, request)
+            if self.config.get("server_header", True):
+                result.headers["Server"] = SERVER_TOKEN
+                result.headers["X-Powered-By"] = SERVER_TOKEN
+            self.log_route(request, result.status_code)
+            return result
+
+    async def _dispatch(self, ctx: HTTPRequestContext, request: Request) -> Response:
+        environ = request.environ
+        try:
+            route, params, rule = self.root.match(environ)
+        except RequestRedirect as e:
+            return e.get_response(environ)
+        except MethodNotAllowed as e:
+            if request.method == "OPTIONS":
+                return self._options_response(e.valid_methods)
+            logger.debug("No rule for %s %s allows the method.", request.method, request.path)
+            return await self.handle_httpexception(ctx, e, environ)
+        except NotFound as e:
+            ctx.bp = self.root.find_by_path(request.path)
+            return await self.handle_httpexception(ctx, e, environ)
+
+        ctx.params, ctx.rule, ctx.route, ctx.bp = params, rule, route, route.bp
+        ctx.route_matched.dispatch(ctx=ctx)
+        try:
+            if request.method == "OPTIONS" and "OPTIONS" not in (rule.methods or ()):
+                return self._options_response(rule.methods)
+            if not route.stream_body:
+                stream = environ["wsgi.input"]
+                if isinstance(stream, RequestBody):
+                    await stream.read_all()
+            ctx.route_invoked.dispatch(ctx=ctx)
+            result = await route.invoke(ctx, params=params)
+        except HTTPException as e:
+            logger.debug("Route %s raised %r.", route.get_endpoint_name(), e)
+            return await self.handle_httpexception(ctx, e, environ)
+        except Exception as e:
+            logger.exception("Unhandled exception in route %s.", route.get_endpoint_name())
+            error = InternalServerError(original_exception=e)
+            return await self.handle_httpexception(ctx, error, environ)
+        ctx.route_completed.dispatch(ctx=ctx, result=result)
+        return result
+
+    def _options_response(self, methods: Any) -> Response:
+        allowed = sorted(set(methods or ()) | {"OPTIONS"})
+        return self.response_class(status=204, headers={"Allow": ", ".join(allowed)})
+
+    async def start(
+        self,
+        ip: str = "127.0.0.1",
+        port: int = 4444,
+        *,
+        component: KyoukaiBaseComponent | None = None,
+        base_context: Context | None = None,
+    ) -> None:
+        """Start serving from inside a running event loop (without asphalt's runner)."""
+        if component is None:
+            from kyoukai.asphalt import KyoukaiComponent
+
+            component = KyoukaiComponent(self, ip, port)
+        self.component = component
+        await component.start(base_context if base_context is not None else Context())
+
+    def run(self, ip: str = "127.0.0.1", port: int = 4444, *, component: KyoukaiBaseComponent | None = None) -> None:
+        """Serve until interrupted, through asphalt's :func:`~asphalt.core.run_application`."""
+        if component is None:
+            from kyoukai.asphalt import KyoukaiComponent
+
+            component = KyoukaiComponent(self, ip, port)
+        self.component = component
+        run_application(component)

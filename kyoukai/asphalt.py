@@ -1,0 +1,198 @@
+"""The asphalt components that serve a Kyoukai application."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import importlib
+import logging
+import os
+import socket
+import ssl
+import sys
+from typing import Any
+
+from asphalt.core import Component, Context, Signal, resolve_reference
+
+from kyoukai.app import Kyoukai
+from kyoukai.events import ConnectionLostEvent, ConnectionMadeEvent
+from kyoukai.settings import ServerSettings
+from kyoukai.tls import create_server_context
+
+logger = logging.getLogger("kyoukai")
+
+DEFAULT_BACKEND = "kyoukai.backends.httptools_"
+
+
+def resolve_app_reference(reference: str) -> Any:
+    """
+    Resolve ``"module:attribute"``, importing from the working directory too, as
+    ``asphalt run config.yml`` next to the app's module expects.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return resolve_reference(reference)
+
+
+class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
+    """
+    The base of Kyoukai's components: holds the app, the address, the settings and the open
+    connections, and dispatches ``connection_made`` / ``connection_lost`` for every protocol.
+
+    :param app: the :class:`~.Kyoukai` app, or a ``"module:attribute"`` reference to it.
+    :param ip: the address to listen on.
+    :param port: the port to listen on (0 picks a free one; :attr:`port` then holds it).
+    :param cfg: further config keys: the :class:`~.ServerSettings` limits and the keys each
+        component documents.
+    """
+
+    connection_made = Signal(ConnectionMadeEvent)
+    connection_lost = Signal(ConnectionLostEvent)
+
+    def __init__(self, app: Kyoukai | str, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
+        if not isinstance(app, Kyoukai):
+            app = resolve_app_reference(app)
+        if not isinstance(app, Kyoukai):
+            raise TypeError(f"app must be a Kyoukai application or a reference to one, not {app!r}")
+        #: The application served.
+        self.app: Kyoukai = app
+        self.ip = ip
+        self.port = port
+        self.cfg = cfg
+        #: The limits and timeouts, from the config keys.
+        self.settings = ServerSettings.from_config(cfg)
+        #: The :class:`asyncio.Server`, once started.
+        self.server: asyncio.AbstractServer | None = None
+        #: The context the component was started in; parent of every request context.
+        self.base_context: Context | None = None
+        #: The protocol objects of the open connections.
+        self.connections: set[Any] = set()
+        self._all_closed: asyncio.Event | None = None
+        self._server_name = app.server_name or socket.getfqdn()
+        self.logger = logger
+
+    @abc.abstractmethod
+    async def start(self, ctx: Context) -> None:
+        """Start serving."""
+
+    def get_server_name(self) -> str:
+        """The server name of this app."""
+        return self.app.server_name or self._server_name
+
+    # connection bookkeeping, called by the protocols
+
+    def connection_opened(self, protocol: Any) -> None:
+        """Record a new connection and dispatch ``connection_made``."""
+        self.connections.add(protocol)
+        self.connection_made.dispatch(protocol=protocol)
+
+    def connection_closed(self, protocol: Any) -> None:
+        """Forget a connection and dispatch ``connection_lost``."""
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            self.connection_lost.dispatch(protocol=protocol)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    def connection_handed_over(self, old: Any, new: Any) -> None:
+        """A connection changed protocol object (HTTP/1.1 to HTTP/2); no signal is sent."""
+        self.connections.discard(old)
+        self.connections.add(new)
+
+    async def _serve(self, ctx: Context, protocol_factory: Any, ssl_context: ssl.SSLContext | None) -> None:
+        self.base_context = ctx
+        self.app.component = self
+        self.app.config.update(self.cfg)
+        self.app.finalize()
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            protocol_factory, self.ip, self.port, ssl=ssl_context, backlog=1024
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        ctx.add_teardown_callback(self.stop)
+        scheme = "https" if ssl_context is not None else "http"
+        logger.info("Kyoukai serving %s on %s://%s:%d.", self.describe(), scheme, self.ip or "*", self.port)
+
+    def describe(self) -> str:
+        """What this component serves, for the start-up log line."""
+        return "HTTP/1.1"
+
+    async def stop(self) -> None:
+        """
+        Stop accepting connections, let in-flight requests finish within ``shutdown_timeout``,
+        then close whatever is left.
+        """
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        server.close()
+        self._all_closed = asyncio.Event()
+        for protocol in list(self.connections):
+            protocol.shutdown()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), self.settings.shutdown_timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "%d connection(s) still busy after shutdown_timeout=%ss; closing them.",
+                    len(self.connections),
+                    self.settings.shutdown_timeout,
+                )
+                for protocol in list(self.connections):
+                    protocol.abort()
+        await server.wait_closed()
+
+
+class KyoukaiComponent(KyoukaiBaseComponent):
+    """
+    Serves the app over HTTP/1.1, and over HTTP/2 too when ``http2`` is true.
+
+    Config keys, besides the :class:`~.ServerSettings` limits:
+
+    - ``ssl``: ``{enabled: true, ssl_certfile: ..., ssl_keyfile: ...}`` serves over TLS.
+    - ``http2``: ``true`` offers HTTP/2: ALPN ``h2`` over TLS; prior knowledge and
+      ``Upgrade: h2c`` on cleartext. Default ``false``: HTTP/1.1 only.
+    - ``run_server``: ``false`` starts the component without listening.
+    - ``backend``: the module holding the HTTP/1.1 protocol (``PROTOCOL_CLASS``).
+    - ``debug``, ``server_header`` (``false`` drops ``Server``/``X-Powered-By``): app settings.
+    """
+
+    def __init__(self, app: Kyoukai | str, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
+        super().__init__(app, ip, port, **cfg)
+        self.http2 = bool(cfg.get("http2", False))
+        self.run_server = bool(cfg.get("run_server", True))
+        self.backend = cfg.get("backend", DEFAULT_BACKEND)
+        ssl_cfg = cfg.get("ssl") or {}
+        self.ssl_enabled = bool(ssl_cfg.get("enabled", False))
+        self.ssl_certfile = ssl_cfg.get("ssl_certfile")
+        self.ssl_keyfile = ssl_cfg.get("ssl_keyfile")
+        if self.ssl_enabled and not self.ssl_certfile:
+            raise ValueError("config key 'ssl' has enabled: true but no ssl_certfile")
+        self._protocol_class = getattr(importlib.import_module(self.backend), "PROTOCOL_CLASS")
+        if isinstance(self._protocol_class, str):
+            self._protocol_class = getattr(importlib.import_module(self.backend), self._protocol_class)
+
+    def describe(self) -> str:
+        return "HTTP/1.1 and HTTP/2" if self.http2 else "HTTP/1.1"
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context from the ``ssl`` config block, ``None`` for cleartext."""
+        if not self.ssl_enabled:
+            return None
+        alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
+        return create_server_context(self.ssl_certfile, self.ssl_keyfile, alpn_protocols=alpn)
+
+    def get_protocol(self, ctx: Context) -> Any:
+        """A protocol object for a new connection."""
+        return self._protocol_class(self, ctx)
+
+    async def start(self, ctx: Context) -> None:
+        """Start listening (unless ``run_server`` is false)."""
+        if not self.run_server:
+            self.base_context = ctx
+            self.app.component = self
+            self.app.config.update(self.cfg)
+            self.app.finalize()
+            return
+        await self._serve(ctx, lambda: self.get_protocol(ctx), self.create_ssl_context())

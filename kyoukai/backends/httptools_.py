@@ -1,0 +1,523 @@
+"""
+HTTP/1.1 on httptools, and the way into HTTP/2 on a shared port.
+
+One :class:`KyoukaiProtocol` serves one connection. Bytes go through the httptools parser;
+each request head becomes a WSGI environ with a :class:`~.RequestBody` as ``wsgi.input`` and
+joins a queue. A single task per connection answers the queue in order (so pipelined requests
+are answered in the order they came), while the parser keeps filling the bodies. When
+``http2`` is on, a connection that negotiated ``h2`` by ALPN, starts with the HTTP/2 preface,
+or asks for ``Upgrade: h2c`` is handed to an HTTP/2 protocol object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+from werkzeug.exceptions import InternalServerError
+
+from kyoukai.body import RequestBody
+from kyoukai.tls import negotiated_protocol
+from kyoukai.wsgi import format_head, http_date, prepare_response, reason_phrase, to_wsgi_environment
+
+if TYPE_CHECKING:
+    from asphalt.core import Context
+
+    from kyoukai.asphalt import KyoukaiComponent
+
+logger = logging.getLogger("kyoukai.http11")
+
+PROTOCOL_CLASS = "KyoukaiProtocol"
+
+#: The client connection preface of HTTP/2 (RFC 9113 section 3.4).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+class _LimitExceeded(Exception):
+    """Raised from a parser callback to stop parsing a request that broke a limit."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Request:
+    """One request: its head as parsed so far, then its environ and body."""
+
+    __slots__ = ("url", "headers", "head_size", "environ", "body", "keep_alive", "version", "h2c_settings")
+
+    def __init__(self) -> None:
+        self.url: list[bytes] = []
+        self.headers: list[tuple[str, str]] = []
+        self.head_size = 0
+        self.environ: dict[str, Any] | None = None
+        self.body: RequestBody | None = None
+        self.keep_alive = True
+        self.version = "1.1"
+        self.h2c_settings: str | None = None
+
+
+class _Rejection:
+    """An error answer queued behind the requests before it; the connection closes after it."""
+
+    __slots__ = ("status", "message", "version")
+
+    def __init__(self, status: int, message: str, version: str) -> None:
+        self.status = status
+        self.message = message
+        self.version = version
+
+
+class KyoukaiProtocol(asyncio.Protocol):
+    """
+    Serves one HTTP/1.1 connection.
+
+    :param component: the component that accepted the connection.
+    :param parent_context: the parent of the request contexts.
+    """
+
+    def __init__(self, component: KyoukaiComponent, parent_context: Context) -> None:
+        self.component = component
+        self.app = component.app
+        self.parent_context = parent_context
+        self.settings = component.settings
+        self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.scheme = "http"
+        self.server_address: tuple[str, int] | None = None
+        self.peer: tuple[str, int] | None = None
+        self._incoming: _Request | None = None
+        self._head_done = False
+        self._queue: deque[_Request | _Rejection] = deque()
+        self._task: asyncio.Task | None = None
+        self._raw_body: tuple[_Request, int] | None = None
+        self._failed = False
+        self._closing = False
+        self._shutting_down = False
+        self._handed_over = False
+        self._write_paused = False
+        self._reading_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind: str | None = None
+        self._seen_bytes = False
+        self._prefix = b""
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        sockname = transport.get_extra_info("sockname")
+        peername = transport.get_extra_info("peername")
+        self.server_address = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
+        self.peer = tuple(peername[:2]) if isinstance(peername, tuple) else None
+        if self.component.http2 and negotiated_protocol(transport) == "h2":
+            self._hand_over_to_h2(b"", register=True)
+            return
+        self.component.connection_opened(self)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed or self._handed_over:
+            return
+        if not self._seen_bytes and self._prefers_preface_check():
+            data = self._prefix + data
+            if len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+                self._prefix = data
+                return
+            self._prefix = b""
+            if data.startswith(H2_PREFACE):
+                self._hand_over_to_h2(data)
+                return
+        self._seen_bytes = True
+        while data and not self._failed:
+            if self._raw_body is not None:
+                data = self._feed_raw_body(data)
+                continue
+            try:
+                self.parser.feed_data(data)
+                data = b""
+            except httptools.HttpParserUpgrade as e:
+                data = data[e.args[0] :]
+                self.parser = httptools.HttpRequestParser(self)
+                upgraded = self._queue[-1] if self._queue else None
+                if isinstance(upgraded, _Request) and upgraded.h2c_settings is not None:
+                    self._queue.pop()
+                    self._upgrade_to_h2c(upgraded, data)
+                    return
+            except httptools.HttpParserCallbackError as e:
+                cause = e.__context__
+                if isinstance(cause, _LimitExceeded):
+                    self._reject(cause.status, cause.message)
+                else:
+                    logger.error("Internal error while parsing a request from %s.", self.peer, exc_info=cause)
+                    self._reject(500, "Internal Server Error")
+                return
+            except httptools.HttpParserError as e:
+                self._reject(400, f"Malformed request: {e.args[0] if e.args else e}")
+                return
+        self._arm_timer()
+
+    def eof_received(self) -> bool:
+        # Keep the write side open so queued responses can still be sent.
+        if self._incoming is not None and self._incoming.body is not None:
+            self._incoming.body.abort()
+        if not self._queue and self._task is None:
+            return False
+        self._closing = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handed_over:
+            return
+        self._cancel_timer()
+        if self._task is not None:
+            self._task.cancel()
+        for item in self._queue:
+            if isinstance(item, _Request) and item.body is not None:
+                item.body.abort()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        self.component.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._update_reading()
+
+    # lifecycle used by the component
+
+    def shutdown(self) -> None:
+        """Finish the request in progress, then close; close at once if idle."""
+        self._shutting_down = True
+        if self._task is None and self._incoming is None and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._incoming = _Request()
+        self._head_done = False
+        self._arm_timer()
+
+    def on_url(self, url: bytes) -> None:
+        req = self._incoming
+        req.url.append(url)
+        req.head_size += len(url)
+        if req.head_size > self.settings.max_header_size:
+            raise _LimitExceeded(414, f"Request target longer than max_header_size={self.settings.max_header_size} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self._incoming
+        req.head_size += len(name) + len(value) + 4
+        if req.head_size > self.settings.max_header_size:
+            raise _LimitExceeded(431, f"Request head larger than max_header_size={self.settings.max_header_size} bytes")
+        if len(req.headers) >= self.settings.max_header_count:
+            raise _LimitExceeded(431, f"More than max_header_count={self.settings.max_header_count} header fields")
+        req.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        req = self._incoming
+        self._head_done = True
+        parser = self.parser
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        method = parser.get_method().decode("ascii")
+        target = b"".join(req.url).decode("latin-1")
+        body = RequestBody(max_size=self.settings.max_body_size, on_consumed=self._body_consumed)
+        environ = to_wsgi_environment(
+            req.headers,
+            method,
+            target,
+            req.version,
+            body,
+            scheme=self.scheme,
+            server=self.server_address,
+            peer=self.peer,
+            protocol=self,
+        )
+        length = environ.get("CONTENT_LENGTH")
+        if length is not None:
+            body.expected_length = int(length)
+        if req.version == "1.1" and environ.get("HTTP_EXPECT", "").lower() == "100-continue":
+            body._on_first_read = lambda: self._send_continue(body)
+        req.environ, req.body = environ, body
+        if parser.should_upgrade():
+            req.h2c_settings = self._h2c_settings(environ)
+        self._queue.append(req)
+        self._arm_timer()
+        self._update_reading()
+        if req.h2c_settings is None:
+            self._start_queue()
+
+    def on_body(self, body: bytes) -> None:
+        self._incoming.body.feed(bytes(body))
+        self._update_reading()
+
+    def on_message_complete(self) -> None:
+        req, self._incoming = self._incoming, None
+        if self.parser.should_upgrade() and req.h2c_settings is None:
+            # The parser stops at an upgrade request's head; its body (if any) is fed raw.
+            if "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                raise _LimitExceeded(501, "A chunked body with an Upgrade request is not supported")
+            remaining = req.body.expected_length or 0
+            if remaining:
+                self._raw_body = (req, remaining)
+                return
+        req.body.feed_eof()
+
+    # the way to HTTP/2
+
+    def _prefers_preface_check(self) -> bool:
+        return self.component.http2 and self.scheme == "http"
+
+    def _h2c_settings(self, environ: dict[str, Any]) -> str | None:
+        """The ``HTTP2-Settings`` value if this request is an acceptable h2c upgrade."""
+        if not self.component.http2 or self.scheme != "http" or len(self._queue) > 0:
+            return None
+        upgrade = {t.strip().lower() for t in environ.get("HTTP_UPGRADE", "").split(",")}
+        connection = {t.strip().lower() for t in environ.get("HTTP_CONNECTION", "").split(",")}
+        settings = environ.get("HTTP_HTTP2_SETTINGS")
+        if "h2c" not in upgrade or not {"upgrade", "http2-settings"} <= connection or settings is None:
+            return None
+        if "," in settings:
+            logger.info("Declined an h2c upgrade from %s: more than one HTTP2-Settings header.", self.peer)
+            return None
+        if environ.get("CONTENT_LENGTH", "0") != "0" or "HTTP_TRANSFER_ENCODING" in environ:
+            logger.info("Declined an h2c upgrade from %s: the request has a body; serving it as HTTP/1.1.", self.peer)
+            return None
+        return settings
+
+    def _upgrade_to_h2c(self, req: _Request, rest: bytes) -> None:
+        self.transport.write(_SWITCHING_TO_H2C)
+        self._hand_over_to_h2(rest, upgrade=req.environ)
+
+    def _hand_over_to_h2(self, data: bytes, *, upgrade: dict[str, Any] | None = None, register: bool = False) -> None:
+        from kyoukai.backends.http2 import H2KyoukaiProtocol
+
+        self._cancel_timer()
+        self._handed_over = True
+        protocol = H2KyoukaiProtocol(self.component, self.parent_context)
+        self.transport.set_protocol(protocol)
+        if register:
+            protocol.connection_made(self.transport)
+        else:
+            self.component.connection_handed_over(self, protocol)
+            protocol.adopt(self.transport, data, upgrade=upgrade)
+        if self._write_paused:
+            protocol.pause_writing()
+
+    # reading, timers and limits
+
+    def _feed_raw_body(self, data: bytes) -> bytes:
+        req, remaining = self._raw_body
+        chunk = data[:remaining]
+        req.body.feed(chunk)
+        remaining -= len(chunk)
+        if remaining:
+            self._raw_body = (req, remaining)
+        else:
+            self._raw_body = None
+            req.body.feed_eof()
+        self._update_reading()
+        return data[len(chunk) :]
+
+    def _body_consumed(self, size: int) -> None:
+        if self._reading_paused:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self._handed_over or self._failed:
+            return
+        incoming = self._incoming
+        pause = (
+            self._write_paused
+            or len(self._queue) > self.settings.max_pipelined_requests
+            or (incoming is not None and incoming.body is not None and incoming.body.buffered >= self.settings.body_buffer_size)
+        )
+        if self._raw_body is not None:
+            pause = pause or self._raw_body[0].body.buffered >= self.settings.body_buffer_size
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _arm_timer(self) -> None:
+        """Run the header timer while a head is incomplete, the idle timer while idle."""
+        if self._incoming is not None and not self._head_done:
+            if self._timer_kind != "header":
+                self._set_timer("header", self.settings.header_timeout, self._on_header_timeout)
+        elif self._incoming is None and not self._queue and self._task is None and self._raw_body is None:
+            self._set_timer("idle", self.settings.keep_alive_timeout, self._on_idle_timeout)
+        else:
+            self._cancel_timer()
+
+    def _set_timer(self, kind: str, delay: float, callback: Any) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(delay, callback)
+        self._timer_kind = kind
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_kind = None
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = self._timer_kind = None
+        logger.debug("Closing the idle connection from %s (keep_alive_timeout=%ss).", self.peer, self.settings.keep_alive_timeout)
+        self.transport.close()
+
+    def _on_header_timeout(self) -> None:
+        self._timer = self._timer_kind = None
+        self._reject(408, f"Request head not received within header_timeout={self.settings.header_timeout}s")
+
+    def _reject(self, status: int, message: str) -> None:
+        """Stop reading; answer ``status`` after the requests before it, then close."""
+        logger.info("Rejected a request from %s: %d %s.", self.peer, status, message)
+        self._failed = True
+        self._cancel_timer()
+        if self._incoming is not None and self._incoming.body is not None:
+            self._incoming.body.abort()
+        version = self._incoming.version if self._incoming is not None else "1.1"
+        self._incoming = None
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._queue.append(_Rejection(status, message, version))
+        self._start_queue()
+
+    # answering
+
+    def _start_queue(self) -> None:
+        if self._task is None and self._queue:
+            self._cancel_timer()
+            self._task = self.loop.create_task(self._answer_queue())
+
+    async def _answer_queue(self) -> None:
+        try:
+            while self._queue:
+                item = self._queue[0]
+                if isinstance(item, _Rejection):
+                    self._write_rejection(item)
+                    return
+                keep_alive = await self._answer(item)
+                self._queue.popleft()
+                if not keep_alive:
+                    self._closing = True
+                    self.transport.close()
+                    return
+                self._update_reading()
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            self._task = None
+            if not self._closing and not self._failed and self.transport is not None and not self.transport.is_closing():
+                if self._shutting_down and self._incoming is None:
+                    self.transport.close()
+                else:
+                    self._arm_timer()
+
+    async def _answer(self, req: _Request) -> bool:
+        """Run the app for ``req`` and write its response; whether to keep the connection."""
+        environ = req.environ
+        request = self.app.request_class(environ)
+        try:
+            response = await self.app.process_request(request, self.parent_context)
+        except Exception:
+            logger.exception("Processing %s %s failed outside the route.", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            response = InternalServerError().get_response(environ)
+        parts = prepare_response(response, environ)
+        keep_alive = req.keep_alive and not self._shutting_down and not self._closing and req.body.complete
+        headers = parts.headers
+        headers.append(("Date", http_date()))
+        version = req.version if req.version in ("1.0", "1.1") else "1.1"
+        if parts.body is not None:
+            self._add_connection_header(headers, keep_alive, version)
+            head = format_head(parts.status, parts.reason, headers, version)
+            if len(parts.body) < 65536:
+                self.transport.write(head + parts.body)
+            else:
+                self.transport.writelines((head, parts.body))
+            if self._write_paused:
+                await self._drain()
+            return keep_alive
+        has_length = any(name.lower() == "content-length" for name, _ in headers)
+        chunked = not has_length and version == "1.1"
+        if chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        elif not has_length:
+            keep_alive = False
+        self._add_connection_header(headers, keep_alive, version)
+        self.transport.write(format_head(parts.status, parts.reason, headers, version))
+        try:
+            async for chunk in parts.stream:
+                if chunked:
+                    self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    self.transport.write(chunk)
+                if self._write_paused:
+                    await self._drain()
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("The streaming body of %s %s failed; closing the connection.", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            return False
+        if chunked:
+            self.transport.write(b"0\r\n\r\n")
+        return keep_alive
+
+    @staticmethod
+    def _add_connection_header(headers: list[tuple[str, str]], keep_alive: bool, version: str) -> None:
+        if not keep_alive:
+            headers.append(("Connection", "close"))
+        elif version == "1.0":
+            headers.append(("Connection", "keep-alive"))
+
+    def _write_rejection(self, rejection: _Rejection) -> None:
+        body = (rejection.message + "\n").encode("utf-8")
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Date", http_date()),
+            ("Connection", "close"),
+        ]
+        head = format_head(rejection.status, reason_phrase(rejection.status), headers, rejection.version)
+        self._closing = True
+        self.transport.write(head + body)
+        self.transport.close()
+
+    def _send_continue(self, body: RequestBody) -> None:
+        if not body.complete and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_CONTINUE)
+
+    async def _drain(self) -> None:
+        if self.transport.is_closing():
+            raise ConnectionResetError("the connection is closing")
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None

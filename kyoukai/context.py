@@ -1,0 +1,55 @@
+"""The per-request asphalt context handed to every route."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from asphalt.core import Context, Signal
+from werkzeug.wrappers import Request
+
+from kyoukai.events import RouteInvokedEvent, RouteMatchedEvent, RouteReturnedEvent
+
+if TYPE_CHECKING:
+    from werkzeug.routing import Rule
+
+    from kyoukai.app import Kyoukai
+    from kyoukai.blueprint import Blueprint
+    from kyoukai.route import Route
+
+
+class HTTPRequestContext(Context):
+    """
+    The context of one request: an asphalt :class:`~asphalt.core.Context` whose parent is the
+    component's context, so resources published there are reachable from handlers.
+    """
+
+    route_matched = Signal(RouteMatchedEvent)
+    route_invoked = Signal(RouteInvokedEvent)
+    route_completed = Signal(RouteReturnedEvent)
+
+    def __init__(self, parent: Context | None, request: Request) -> None:
+        # asphalt 4.12 warns when the parent is passed to the constructor; set it directly.
+        super().__init__()
+        if parent is not None:
+            self._parent = parent
+
+        #: The :class:`~.Kyoukai` application handling this request.
+        self.app: Kyoukai | None = None
+        #: The :class:`werkzeug.wrappers.Request` being handled.
+        self.request = request
+        #: The URL parameters matched by the routing rule.
+        self.params: dict[str, Any] | None = None
+        #: The matched :class:`~.Route`.
+        self.route: Route | None = None
+        #: The :class:`~.Blueprint` of the matched route.
+        self.bp: Blueprint | None = None
+        #: The matched :class:`werkzeug.routing.Rule`.
+        self.rule: Rule | None = None
+        #: The WSGI environment of the request.
+        self.environ: dict[str, Any] = request.environ
+        #: The protocol object serving the connection (HTTP/1.1 or HTTP/2), if any.
+        self.proto: Any = request.environ.get("kyoukai.protocol")
+
+    def url_for(self, endpoint: str, *, method: str | None = None, **values: Any) -> str:
+        """Build the URL of ``endpoint`` for this request's environment."""
+        return self.app.url_for(self.environ, endpoint, method=method, **values)

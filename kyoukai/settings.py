@@ -1,0 +1,80 @@
+"""
+Every limit and timeout of the server, with its default, in one place. Both backends read
+their limits from a :class:`ServerSettings`; the components build it from their config keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and timeouts; each field is a config key of the components."""
+
+    #: Largest request head in bytes (HTTP/1.1 request line and headers: 431 past it) and the
+    #: advertised ``SETTINGS_MAX_HEADER_LIST_SIZE`` of HTTP/2.
+    max_header_size: int = 64 * KiB
+    #: Most header fields in one request (431, or RST_STREAM on HTTP/2).
+    max_header_count: int = 100
+    #: Largest request body handed complete to a handler (413 past it). Routes declared with
+    #: ``stream_body=True`` read their body as it arrives and are not bound by it.
+    max_body_size: int = 16 * MiB
+    #: Seconds an idle keep-alive connection stays open.
+    keep_alive_timeout: float = 30.0
+    #: Seconds a client has to send a complete request head (HTTP/1.1: 408 then close) or the
+    #: connection preface and first SETTINGS (HTTP/2).
+    header_timeout: float = 10.0
+    #: Seconds in-flight requests get to finish when the server stops.
+    shutdown_timeout: float = 10.0
+    #: Request body bytes buffered per request or stream before the client is made to wait.
+    body_buffer_size: int = 1 * MiB
+    #: Requests read ahead on one HTTP/1.1 connection while an earlier one is being answered.
+    max_pipelined_requests: int = 16
+    #: HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``: streams open at once per connection; one
+    #: more is refused with RST_STREAM REFUSED_STREAM.
+    max_concurrent_streams: int = 100
+    #: HTTP/2 ``SETTINGS_INITIAL_WINDOW_SIZE``: flow-control window of each stream, in bytes.
+    stream_window_size: int = 1 * MiB
+    #: HTTP/2 connection flow-control window, in bytes.
+    connection_window_size: int = 4 * MiB
+    #: HTTP/2 ``SETTINGS_MAX_FRAME_SIZE`` advertised to the peer.
+    max_frame_size: int = 16 * KiB
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ServerSettings:
+        """
+        Take the keys of ``config`` that are settings, check them and build the settings.
+
+        :raises ValueError: naming the key and the value when a value is not a positive number
+            (or outside the range HTTP/2 allows).
+        """
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in config:
+                continue
+            value = config[field.name]
+            kind = int if field.type in ("int", int) else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"config key {field.name!r} must be a positive number, not {value!r}")
+            if kind is int and value != int(value):
+                raise ValueError(f"config key {field.name!r} must be a whole number, not {value!r}")
+            values[field.name] = kind(value)
+        settings = cls(**values)
+        settings._check_http2_ranges()
+        return settings
+
+    def _check_http2_ranges(self) -> None:
+        if not 16 * KiB <= self.max_frame_size <= 16 * MiB - 1:
+            raise ValueError(f"config key 'max_frame_size' must be between 16384 and 16777215, not {self.max_frame_size}")
+        for key in ("stream_window_size", "connection_window_size"):
+            value = getattr(self, key)
+            if value > 2**31 - 1:
+                raise ValueError(f"config key {key!r} must be at most 2147483647, not {value}")
+        if self.connection_window_size < 65535:
+            raise ValueError(f"config key 'connection_window_size' must be at least 65535, not {self.connection_window_size}")

@@ -1,0 +1,64 @@
+"""Helpers for building responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from werkzeug.wrappers import Response
+
+from kyoukai.version import __version__
+
+#: The value of the ``Server`` and ``X-Powered-By`` headers.
+SERVER_TOKEN = f"Kyoukai/{__version__}"
+
+
+def as_html(text: str, code: int = 200, headers: dict | None = None) -> Response:
+    """A ``text/html`` response."""
+    return Response(text, status=code, headers=headers, content_type="text/html; charset=utf-8")
+
+
+def as_plaintext(text: str, code: int = 200, headers: dict | None = None) -> Response:
+    """A ``text/plain`` response."""
+    return Response(text, status=code, headers=headers, content_type="text/plain; charset=utf-8")
+
+
+def as_json(
+    data: Any, code: int = 200, headers: dict | None = None, *, json_encoder: type | None = None
+) -> Response:
+    """An ``application/json`` response holding ``data`` serialised with :func:`json.dumps`."""
+    body = json.dumps(data, cls=json_encoder)
+    return Response(body, status=code, headers=headers, content_type="application/json")
+
+
+def wrap_response(value: Any, response_class: type | None = None, *, status: int = 200) -> Response:
+    """
+    Turn a handler's return value into a response.
+
+    - a :class:`~werkzeug.wrappers.Response` passes through;
+    - ``None`` gives an empty ``204 No Content``;
+    - a tuple is ``(body[, status[, headers]])``;
+    - anything else is the body (``str``, ``bytes`` or an iterable of them), with ``status``.
+    """
+    if isinstance(value, Response):
+        return value
+    cls = response_class or Response
+    if value is None:
+        return cls(status=204)
+    headers = None
+    if isinstance(value, tuple):
+        if not 1 <= len(value) <= 3:
+            raise TypeError(f"a response tuple is (body[, status[, headers]]), got {len(value)} items")
+        body = value[0]
+        if len(value) > 1:
+            status = value[1]
+        if len(value) > 2:
+            headers = value[2]
+        if isinstance(body, Response):
+            body.status_code = status
+            if headers:
+                body.headers.update(headers)
+            return body
+    else:
+        body = value
+    return cls(body, status=status, headers=headers)

@@ -1,0 +1,235 @@
+"""
+The bridge between the wire and werkzeug, shared by both backends: building the WSGI environ of
+a request, and turning a werkzeug response into a status, headers and body chunks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
+
+from werkzeug.wrappers import Response
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+_JOINED_WITH_SEMICOLON = frozenset({"HTTP_COOKIE"})
+_ERRORS_STREAM = sys.stderr
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` (never empty: some clients reject that)."""
+    return _REASONS.get(status, "Unknown")
+
+
+class _DateCache:
+    """The ``Date`` header value, formatted at most once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True)
+        return self._value
+
+
+#: ``http_date()`` returns the current time as an HTTP ``Date`` value.
+http_date = _DateCache()
+
+
+def to_wsgi_environment(
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    method: str,
+    path: str,
+    http_version: str,
+    body: Any = None,
+    *,
+    scheme: str = "http",
+    server: tuple[str, int] | None = None,
+    peer: tuple[str, int] | None = None,
+    protocol: Any = None,
+    authority: str | None = None,
+) -> dict[str, Any]:
+    """
+    Build a PEP 3333 environ.
+
+    :param headers: header ``(name, value)`` pairs (or a mapping); repeated headers are joined
+        with ``, `` (``cookie`` with ``; ``). Names holding ``_`` are dropped: they would be
+        indistinguishable from ``-`` once in the environ.
+    :param method: the request method.
+    :param path: the request target (``/path?query`` or an absolute URL).
+    :param http_version: ``"1.0"``, ``"1.1"`` or ``"2"``.
+    :param body: the ``wsgi.input`` object (an empty stream if ``None``).
+    :param scheme: ``"http"`` or ``"https"``.
+    :param server: the local ``(host, port)`` of the socket.
+    :param peer: the client's ``(host, port)``.
+    :param protocol: the protocol object serving the request (``ctx.proto``).
+    :param authority: the HTTP/2 ``:authority``; used as the ``Host`` when present.
+    """
+    if "://" in path and not path.startswith("/"):
+        _, _, rest = path.partition("://")
+        slash = rest.find("/")
+        if authority is None:
+            authority = rest if slash < 0 else rest[:slash]
+        path = "/" if slash < 0 else rest[slash:]
+    raw_path, _, query = path.partition("?")
+
+    server_host, server_port = (server[0], server[1]) if server else ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "RAW_URI": path,
+        "REQUEST_URI": path,
+        "SERVER_NAME": str(server_host),
+        "SERVER_PORT": str(server_port),
+        "SERVER_PROTOCOL": f"HTTP/{http_version}",
+        "REMOTE_ADDR": peer[0] if peer else "",
+        "REMOTE_PORT": str(peer[1]) if peer else "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": body if body is not None else io.BytesIO(),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": _ERRORS_STREAM,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "kyoukai.protocol": protocol,
+    }
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if "_" in name:
+            continue
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            environ[key] = value
+            continue
+        key = "HTTP_" + key
+        existing = environ.get(key)
+        if existing is None:
+            environ[key] = value
+        else:
+            environ[key] = existing + ("; " if key in _JOINED_WITH_SEMICOLON else ", ") + value
+    if authority is not None:
+        environ["HTTP_HOST"] = authority
+    host = environ.get("HTTP_HOST")
+    if host:
+        name, port = _split_host(host, scheme)
+        environ["SERVER_NAME"] = name
+        environ["SERVER_PORT"] = port
+    return environ
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    """Split a ``Host`` value into name and port, IPv6 literals included."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end > 0:
+            rest = host[end + 1 :]
+            return host[1:end], rest[1:] if rest.startswith(":") else _default_port(scheme)
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, port
+    return host, _default_port(scheme)
+
+
+def _default_port(scheme: str) -> str:
+    return "443" if scheme == "https" else "80"
+
+
+class ResponseParts(NamedTuple):
+    """A response ready for the wire."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    #: The whole body, when it is known before sending (``b""`` for HEAD and bodiless statuses).
+    body: bytes | None
+    #: Otherwise the body as it is produced.
+    stream: AsyncIterator[bytes] | None
+
+
+def prepare_response(response: Response, environ: dict[str, Any]) -> ResponseParts:
+    """
+    Split a werkzeug response into status, headers and either a complete body (with
+    ``Content-Length``) or a stream of chunks (generators and async generators are sent as they
+    produce, never turned into a string).
+    """
+    status = response.status_code
+    headers = response.headers.to_wsgi_list()
+    no_body = environ.get("REQUEST_METHOD") == "HEAD" or status in _NO_BODY_STATUSES or status < 200
+    payload = response.response
+    if isinstance(payload, (list, tuple)):
+        if len(payload) == 1 and isinstance(payload[0], bytes):
+            body = payload[0]
+        else:
+            body = b"".join(response.iter_encoded())
+        if status not in _NO_BODY_STATUSES and status >= 200 and "Content-Length" not in response.headers:
+            headers.append(("Content-Length", str(len(body))))
+        return ResponseParts(status, reason_phrase(status), headers, b"" if no_body else body, None)
+    if no_body:
+        response.close()
+        return ResponseParts(status, reason_phrase(status), headers, b"", None)
+    return ResponseParts(status, reason_phrase(status), headers, None, iter_response_body(response))
+
+
+async def iter_response_body(response: Response) -> AsyncIterator[bytes]:
+    """Yield the body chunks of a streaming response (sync or async iterable), then close it."""
+    payload = response.response
+    charset = "utf-8"
+    try:
+        if hasattr(payload, "__aiter__"):
+            async for chunk in payload:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode(charset)
+                if chunk:
+                    yield chunk
+        else:
+            for chunk in payload:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode(charset)
+                if chunk:
+                    yield chunk
+    finally:
+        aclose = getattr(payload, "aclose", None)
+        if aclose is not None and inspect.iscoroutinefunction(aclose):
+            await aclose()
+        response.close()
+
+
+def format_head(status: int, reason: str, headers: Iterable[tuple[str, str]], http_version: str = "1.1") -> bytes:
+    """The HTTP/1.x status line and header block, ending with the blank line."""
+    lines = [f"HTTP/{http_version} {status} {reason}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def get_formatted_response(response: Response, environ: dict[str, Any]) -> bytes:
+    """
+    The HTTP/1.x bytes of a complete response: status line, the response's headers in order,
+    a blank line and the body (a streaming body is collected).
+    """
+    version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
+    if version not in ("1.0", "1.1"):
+        version = "1.1"
+    status = response.status_code
+    headers = response.headers.to_wsgi_list()
+    if environ.get("REQUEST_METHOD") == "HEAD" or status in _NO_BODY_STATUSES or status < 200:
+        body = b""
+    else:
+        body = b"".join(response.iter_encoded())
+        if "Content-Length" not in response.headers:
+            headers.append(("Content-Length", str(len(body))))
+    return format_head(status, reason_phrase(status), headers, version) + body

@@ -1,0 +1,48 @@
+"""Packaging for Kyoukai."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path(__file__).with_name("kyoukai").joinpath("version.py").read_text(), version)
+
+setup(
+    name="Kyoukai",
+    version=version["__version__"],
+    description="An asyncio web framework on asphalt, werkzeug and h2, serving HTTP/1.1 and HTTP/2.",
+    long_description=Path(__file__).with_name("README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    packages=find_packages(include=["kyoukai", "kyoukai.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "asphalt>=4.12,<5",
+        "werkzeug>=3.1,<3.2",
+        "h2>=4.1,<5",
+        "httptools>=0.6,<1",
+    ],
+    extras_require={
+        "uvloop": ["uvloop>=0.19"],
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.24",
+            "pytest-timeout>=2.3",
+            "httpx[http2]>=0.27",
+            "trustme>=1.1",
+            "hyperframe>=6",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "asphalt.components": [
+            "kyoukai = kyoukai.asphalt:KyoukaiComponent",
+            "kyoukai_h2 = kyoukai.backends.http2:H2KyoukaiComponent",
+        ]
+    },
+    classifiers=[
+        "Framework :: AsyncIO",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: HTTP Servers",
+    ],
+)
