@@ -1,0 +1,773 @@
+"""
+HTTP/2 on h2: the HTTP/2-only component, the connection protocol and the per-stream state.
+
+Data flow: the transport's bytes go into an :class:`h2.connection.H2Connection`; each request
+head opens an :class:`H2State` (the stream's ``wsgi.input``) and a handler task that runs the
+app. Request DATA is fed into the state; flow-control credit goes back to the client only as the
+app consumes it. The response goes out through :meth:`H2KyoukaiProtocol.sending_loop`, which
+never sends more than the stream window, the connection window, the peer's frame size and the
+transport's buffer allow. h2's pending bytes are flushed once per batch of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+from werkzeug.exceptions import InternalServerError
+
+from kyoukai.asphalt import KyoukaiBaseComponent
+from kyoukai.body import RequestBody
+from kyoukai.tls import create_server_context
+from kyoukai.wsgi import http_date, prepare_response, to_wsgi_environment
+
+if TYPE_CHECKING:
+    from asphalt.core import Context
+
+    from kyoukai.app import Kyoukai
+
+logger = logging.getLogger("kyoukai.http2")
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: Response headers that are meaningful only to HTTP/1.1 (RFC 9113 section 8.2.2).
+_CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+_NOT_HTTP2_BODY = (
+    b"This port speaks HTTP/2 only (RFC 9113). Connect with an HTTP/2 client, e.g. curl --http2-prior-knowledge "
+    b"on cleartext, or negotiate h2 by ALPN over TLS.\n"
+)
+_NOT_HTTP2 = (
+    b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_NOT_HTTP2_BODY)).encode() + b"\r\n\r\n" + _NOT_HTTP2_BODY
+)
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return str(code)
+
+
+class _StreamClosed(Exception):
+    """The stream was reset or the connection is gone: stop sending on it."""
+
+
+class H2State(RequestBody):
+    """
+    One HTTP/2 stream: the request (its environ, and its body as ``wsgi.input``) and the state
+    of its response.
+
+    :param headers: the request's header block, as ``(name, value)`` byte pairs.
+    :param stream_id: the stream's id.
+    :param protocol: the connection's protocol object.
+    """
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], stream_id: int, protocol: H2KyoukaiProtocol) -> None:
+        super().__init__(max_size=protocol.settings.max_body_size, on_consumed=self._consumed)
+        self.stream_id = stream_id
+        self.protocol = protocol
+        self.headers = headers
+        #: The request's WSGI environ (``wsgi.input`` is this object).
+        self.environ = protocol.build_environ(headers, self)
+        length = self.environ.get("CONTENT_LENGTH")
+        if length is not None and length.isdigit():
+            self.expected_length = int(length)
+        #: The handler task of this stream.
+        self.task: asyncio.Task | None = None
+        #: Whether the response headers went out.
+        self.headers_sent = False
+        #: Whether the stream is gone (reset, or the connection lost).
+        self.closed = False
+        self._status: str | None = None
+        self._response_headers: list[tuple[str, str]] = []
+        self._window_waiter: asyncio.Future | None = None
+        self._response_body: Any = None
+
+    def _consumed(self, size: int) -> None:
+        self.protocol.acknowledge(self.stream_id, size)
+
+    def insert_data(self, data: bytes) -> None:
+        """Add request body data received on the stream."""
+        self.feed(data)
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        """The WSGI ``start_response`` callable: records the status and headers to send."""
+        self._status = status.split(" ", 1)[0]
+        self._response_headers = list(headers)
+
+    def get_response_headers(self) -> list[tuple[str, str]]:
+        """The HTTP/2 header block of the response: ``:status`` first, lowercase names."""
+        block = [(":status", self._status or "200")]
+        for name, value in self._response_headers:
+            lname = name.lower()
+            if lname not in _CONNECTION_SPECIFIC:
+                block.append((lname, value))
+        return block
+
+    # flow control waits
+
+    async def wait_for_window(self) -> None:
+        """Wait until a WINDOW_UPDATE or SETTINGS change may have opened the window."""
+        if self.closed:
+            raise _StreamClosed
+        self._window_waiter = self.protocol.loop.create_future()
+        try:
+            await self._window_waiter
+        finally:
+            self._window_waiter = None
+        if self.closed:
+            raise _StreamClosed
+
+    def window_opened(self) -> None:
+        """Wake a sender waiting for window."""
+        waiter = self._window_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Mark the stream gone; wake its sender so it stops."""
+        self.closed = True
+        self.window_opened()
+
+
+class H2KyoukaiProtocol(asyncio.Protocol):
+    """
+    Serves one HTTP/2 connection.
+
+    :param component: the component that accepted the connection.
+    :param parent_context: the parent of the request contexts.
+    """
+
+    def __init__(self, component: KyoukaiBaseComponent, parent_context: Context) -> None:
+        self.component = component
+        self.app: Kyoukai = component.app
+        self.parent_context = parent_context
+        self.settings = component.settings
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+        )
+        self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: Open streams by id.
+        self.streams: dict[int, H2State] = {}
+        self.scheme = "http"
+        self.server_address: tuple[str, int] | None = None
+        self.peer: tuple[str, int] | None = None
+        self._write_paused = False
+        self._writable_waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._preface_checked = False
+        self._preface_seen = 0
+        self._closed = False
+        self._draining = False
+        self._last_stream_id = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """A new connection that speaks HTTP/2 from its first byte."""
+        self._start(transport)
+        self.component.connection_opened(self)
+
+    def adopt(self, transport: asyncio.BaseTransport, data: bytes = b"", *, upgrade: dict[str, Any] | None = None) -> None:
+        """
+        Take over a connection from the HTTP/1.1 protocol: after the HTTP/2 preface was seen
+        (``data`` starts with it), or after ``101 Switching Protocols`` for an h2c upgrade
+        (``upgrade`` is the environ of the request that asked, served as stream 1).
+        """
+        self._start(transport, upgrade)
+        if data:
+            self.data_received(data)
+
+    def _start(self, transport: asyncio.BaseTransport, upgrade: dict[str, Any] | None = None) -> None:
+        self.transport = transport
+        self.loop = asyncio.get_running_loop()
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        sockname = transport.get_extra_info("sockname")
+        peername = transport.get_extra_info("peername")
+        self.server_address = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
+        self.peer = tuple(peername[:2]) if isinstance(peername, tuple) else None
+        self._configure()
+        if upgrade is None:
+            self.conn.initiate_connection()
+        else:
+            settings = upgrade.get("HTTP_HTTP2_SETTINGS", "").strip()
+            self.conn.initiate_upgrade_connection((settings + "=" * (-len(settings) % 4)).encode("latin-1"))
+        self._allow_extra_streams()
+        extra_window = self.settings.connection_window_size - 65535
+        if extra_window > 0:
+            self.conn.increment_flow_control_window(extra_window)
+        if upgrade is not None:
+            self._flush()
+        # Otherwise our preface waits for the client's first bytes, so that a client speaking
+        # HTTP/1.1 gets a readable refusal instead of a binary SETTINGS frame.
+        self._set_timer(self.settings.header_timeout, self._on_preface_timeout)
+        if upgrade is not None:
+            self._preface_checked = True
+            self._serve_upgrade_request(upgrade)
+
+    def _configure(self) -> None:
+        """
+        Our SETTINGS. They are set as the initial local settings (not through
+        ``update_settings``), and the decoder's and frame buffer's limits are set to match, so
+        the limits advertised are the limits enforced from the first frame on.
+        """
+        settings = self.settings
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_size,
+                SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window_size,
+                SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
+                SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        self.conn.decoder.max_header_list_size = settings.max_header_size
+        self.conn.max_inbound_frame_size = settings.max_frame_size
+
+    def _allow_extra_streams(self) -> None:
+        """
+        h2 treats one stream over MAX_CONCURRENT_STREAMS as a connection error. We refuse such
+        a stream alone (RST_STREAM REFUSED_STREAM, RFC 9113 section 5.1.2), so h2's own check is
+        lifted after the advertised value has been serialised.
+        """
+        self.conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([2**31 - 1])
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if not self._preface_checked:
+            if not self._check_preface(data):
+                return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            logger.info("Closing the HTTP/2 connection from %s: %s (error code %s).", self.peer, e, _code_name(code))
+            self.close(code)
+            return
+        for event in events:
+            self._dispatch_event(event)
+            if self._closed:
+                return
+        self._flush()
+
+    def _check_preface(self, data: bytes) -> bool:
+        """Answer a client that speaks HTTP/1.x here with a plain error, then close."""
+        expected = _PREFACE[self._preface_seen :]
+        head = data[: len(expected)]
+        if expected.startswith(head):
+            self._preface_seen += len(head)
+            self._preface_checked = self._preface_seen == len(_PREFACE)
+            return True
+        logger.info("Refused a client from %s that does not speak HTTP/2 on this HTTP/2-only port.", self.peer)
+        self._closed = True
+        self.transport.write(_NOT_HTTP2)
+        self.transport.close()
+        return False
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._cancel_timer()
+        for state in list(self.streams.values()):
+            state.abort()
+            state.close()
+            if state.task is not None:
+                state.task.cancel()
+        self.streams.clear()
+        while self._writable_waiters:
+            waiter = self._writable_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        self.component.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters = self._writable_waiters
+        while waiters and not self._write_paused:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # events
+
+    def _dispatch_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self.request_received(event)
+        elif isinstance(event, h2.events.DataReceived):
+            self.receive_data(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            self.stream_complete(event)
+        elif isinstance(event, h2.events.WindowUpdated):
+            self.window_opened(event)
+        elif isinstance(event, h2.events.StreamReset):
+            self.stream_reset(event)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self.settings_changed(event)
+        elif isinstance(event, h2.events.TrailersReceived):
+            self.trailers_received(event)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.connection_terminated(event)
+        # PING, SETTINGS acks, PRIORITY and unknown frames need nothing from us: h2 answers
+        # PINGs and SETTINGS itself, and priority signals are advisory.
+
+    def request_received(self, event: h2.events.RequestReceived) -> None:
+        """A request head arrived: open its :class:`H2State` and start its handler."""
+        stream_id = event.stream_id
+        self._last_stream_id = max(self._last_stream_id, stream_id)
+        if self._draining:
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= self.settings.max_concurrent_streams:
+            logger.info(
+                "Refused stream %d from %s: max_concurrent_streams=%d streams are open.",
+                stream_id,
+                self.peer,
+                self.settings.max_concurrent_streams,
+            )
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        self._cancel_timer()
+        state = H2State(event.headers, stream_id, self)
+        self.streams[stream_id] = state
+        if len(event.headers) > self.settings.max_header_count:
+            logger.info("Stream %d from %s has more than max_header_count=%d headers.", stream_id, self.peer, self.settings.max_header_count)
+            state.task = self.loop.create_task(self._refuse_headers(state))
+            return
+        state.task = self.loop.create_task(self._handle(state))
+
+    def receive_data(self, event: h2.events.DataReceived) -> None:
+        """Request body data: into the stream's state; credit is returned when it is read."""
+        state = self.streams.get(event.stream_id)
+        padding = event.flow_controlled_length - len(event.data)
+        if state is None or state.closed:
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        if padding:
+            self.conn.acknowledge_received_data(padding, event.stream_id)
+        state.insert_data(event.data)
+
+    def stream_complete(self, event: h2.events.StreamEnded) -> None:
+        """The client finished the request body."""
+        state = self.streams.get(event.stream_id)
+        if state is not None:
+            state.feed_eof()
+
+    def trailers_received(self, event: h2.events.TrailersReceived) -> None:
+        """Request trailers: kept in the environ as ``kyoukai.trailers``."""
+        state = self.streams.get(event.stream_id)
+        if state is not None:
+            state.environ["kyoukai.trailers"] = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
+
+    def window_opened(self, event: h2.events.WindowUpdated) -> None:
+        """Flow-control window opened on a stream (or the connection: every stream)."""
+        if event.stream_id == 0:
+            for state in self.streams.values():
+                state.window_opened()
+        else:
+            state = self.streams.get(event.stream_id)
+            if state is not None:
+                state.window_opened()
+
+    def settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        """The client's SETTINGS: a new initial window or frame size may unblock senders."""
+        self._cancel_timer()
+        changed = event.changed_settings
+        if SettingCodes.INITIAL_WINDOW_SIZE in changed or SettingCodes.MAX_FRAME_SIZE in changed:
+            for state in self.streams.values():
+                state.window_opened()
+        if not self.streams and not self._draining:
+            self._set_timer(self.settings.keep_alive_timeout, self._on_idle_timeout)
+
+    def stream_reset(self, event: h2.events.StreamReset) -> None:
+        """The client reset a stream: cancel its handler and free its state."""
+        state = self.streams.pop(event.stream_id, None)
+        if state is None:
+            return
+        self._release(state)
+        if state.task is not None:
+            state.task.cancel()
+        self._maybe_idle()
+
+    def connection_terminated(self, event: h2.events.ConnectionTerminated) -> None:
+        """The client sent GOAWAY: h2 will send nothing more, so stop every stream and close."""
+        logger.debug("The client at %s sent GOAWAY (%s).", self.peer, event.error_code)
+        for state in list(self.streams.values()):
+            self._release(state)
+            if state.task is not None:
+                state.task.cancel()
+        self.streams.clear()
+        self._closed = True
+        self._flush_raw()
+        self.transport.close()
+
+    # request handling
+
+    def build_environ(self, headers: list[tuple[bytes, bytes]], body: H2State) -> dict[str, Any]:
+        """The WSGI environ of a request head received on this connection."""
+        method = path = authority = ""
+        scheme = self.scheme
+        regular: list[tuple[str, str]] = []
+        for name, value in headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value.decode("ascii")
+                elif name == b":path":
+                    path = value.decode("latin-1")
+                elif name == b":authority":
+                    authority = value.decode("latin-1")
+                elif name == b":scheme":
+                    scheme = value.decode("ascii")
+            else:
+                regular.append((name.decode("latin-1"), value.decode("latin-1")))
+        return to_wsgi_environment(
+            regular,
+            method,
+            path,
+            "2",
+            body,
+            scheme=scheme,
+            server=self.server_address,
+            peer=self.peer,
+            protocol=self,
+            authority=authority or None,
+        )
+
+    def _serve_upgrade_request(self, environ: dict[str, Any]) -> None:
+        """Serve the request that asked for ``Upgrade: h2c`` as stream 1."""
+        headers = [
+            (b":method", environ["REQUEST_METHOD"].encode("latin-1")),
+            (b":scheme", b"http"),
+            (b":authority", environ.get("HTTP_HOST", "").encode("latin-1")),
+            (b":path", environ["RAW_URI"].encode("latin-1")),
+        ]
+        skip = {"HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_HTTP2_SETTINGS", "HTTP_HOST"}
+        for key, value in environ.items():
+            if key.startswith("HTTP_") and key not in skip:
+                headers.append((key[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+        self._last_stream_id = 1
+        state = H2State(headers, 1, self)
+        state.feed_eof()
+        self.streams[1] = state
+        state.task = self.loop.create_task(self._handle(state))
+
+    async def _handle(self, state: H2State) -> None:
+        environ = state.environ
+        try:
+            request = self.app.request_class(environ)
+            response = await self.app.process_request(request, self.parent_context)
+            await self._send_response(state, response)
+        except _StreamClosed:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Stream %d (%s %s) failed.", state.stream_id, environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            if not state.headers_sent and not state.closed:
+                try:
+                    await self._send_response(state, InternalServerError().get_response(environ))
+                except _StreamClosed:
+                    pass
+            else:
+                self._reset(state.stream_id, ErrorCodes.INTERNAL_ERROR)
+        finally:
+            self._processing_done(environ, state.stream_id)
+
+    async def _refuse_headers(self, state: H2State) -> None:
+        try:
+            response = self.app.response_class(
+                f"More than max_header_count={self.settings.max_header_count} header fields\n", status=431
+            )
+            await self._send_response(state, response)
+        except _StreamClosed:
+            pass
+        finally:
+            self._processing_done(state.environ, state.stream_id)
+
+    def _processing_done(self, environ: dict[str, Any], stream_id: int) -> None:
+        """A stream's handler finished: free its state; reset it if the client is still sending."""
+        state = self.streams.pop(stream_id, None)
+        if state is None:
+            return
+        if not state.closed and not state.complete and not self._closed:
+            # RFC 9113 section 8.1: a complete response may end a request not fully sent.
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+        self._release(state)
+        self._flush()
+        self._maybe_idle()
+
+    def _release(self, state: H2State) -> None:
+        """Return the connection credit of unread body bytes and close the state."""
+        unread = state.buffered
+        state.abort()
+        state.close()
+        if unread and not self._closed:
+            try:
+                self.conn.acknowledge_received_data(unread, state.stream_id)
+            except h2.exceptions.ProtocolError:
+                pass
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """Return ``size`` bytes of flow-control credit (the app consumed them)."""
+        if self._closed or size <= 0:
+            return
+        try:
+            self.conn.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            return
+        self._flush()
+
+    # response sending
+
+    async def _send_response(self, state: H2State, response: Any) -> None:
+        parts = prepare_response(response, state.environ)
+        state.start_response(str(parts.status), parts.headers)
+        headers = state.get_response_headers()
+        headers.append(("date", http_date()))
+        ends_now = parts.stream is None and not parts.body
+        self._send_headers(state, headers, ends_now)
+        if parts.stream is not None:
+            state._response_body = parts.stream
+            await self.sending_loop(state.stream_id)
+        elif parts.body:
+            state._response_body = parts.body
+            await self.sending_loop(state.stream_id)
+
+    def _send_headers(self, state: H2State, headers: list[tuple[str, str]], end_stream: bool) -> None:
+        if state.closed or self._closed:
+            raise _StreamClosed
+        try:
+            self.conn.send_headers(state.stream_id, headers, end_stream=end_stream)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+            raise _StreamClosed from e
+        state.headers_sent = True
+        self._flush()
+
+    async def sending_loop(self, stream_id: int) -> None:
+        """
+        Send the response body of ``stream_id`` (bytes, or an async iterator of chunks as the
+        handler produces them), frame by frame, within the stream and connection windows and
+        the peer's max frame size, waiting while the transport is over its high-water mark;
+        then end the stream.
+        """
+        state = self.streams.get(stream_id)
+        if state is None:
+            raise _StreamClosed
+        body = state._response_body
+        state._response_body = None
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            await self._send_data(state, memoryview(body), end_stream=True)
+            return
+        chunks: AsyncIterator[bytes] = body
+        async for chunk in chunks:
+            await self._send_data(state, memoryview(chunk), end_stream=False)
+        await self._send_data(state, memoryview(b""), end_stream=True)
+
+    async def _send_data(self, state: H2State, view: memoryview, end_stream: bool) -> None:
+        conn = self.conn
+        stream_id = state.stream_id
+        while True:
+            if state.closed or self._closed:
+                raise _StreamClosed
+            if self._write_paused:
+                await self._wait_writable()
+                continue
+            if not view:
+                if end_stream:
+                    try:
+                        conn.end_stream(stream_id)
+                    except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+                        raise _StreamClosed from e
+                    self._flush()
+                return
+            try:
+                window = conn.local_flow_control_window(stream_id)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+                raise _StreamClosed from e
+            if window <= 0:
+                await state.wait_for_window()
+                continue
+            frame_size = conn.max_outbound_frame_size
+            budget = min(window, len(view))
+            sent = 0
+            try:
+                while sent < budget:
+                    size = min(frame_size, budget - sent)
+                    last = sent + size == len(view)
+                    conn.send_data(stream_id, view[sent : sent + size], end_stream=end_stream and last)
+                    sent += size
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+                raise _StreamClosed from e
+            view = view[sent:]
+            self._flush()
+            if not view and end_stream:
+                return
+
+    async def _wait_writable(self) -> None:
+        waiter = self.loop.create_future()
+        self._writable_waiters.append(waiter)
+        await waiter
+
+    # writing and closing
+
+    def raw_write(self, data: bytes) -> None:
+        """Write bytes to the transport as they are."""
+        if not self._closed and data:
+            self.transport.write(data)
+
+    def _flush(self) -> None:
+        """Send what h2 has queued, in one write."""
+        data = self.conn.data_to_send()
+        if data and not self._closed:
+            self.transport.write(data)
+
+    def _flush_raw(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _reset(self, stream_id: int, code: ErrorCodes) -> None:
+        try:
+            self.conn.reset_stream(stream_id, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+
+    def close(self, error_code: int = 0) -> None:
+        """
+        End the connection: GOAWAY with ``error_code``, flush, then close the transport (so a
+        peer never sees a GOAWAY on a socket that stays open).
+        """
+        if self._closed:
+            return
+        try:
+            self.conn.close_connection(error_code=error_code, last_stream_id=self._last_stream_id)
+        except h2.exceptions.ProtocolError:
+            self.raw_write(GoAwayFrame(0, last_stream_id=self._last_stream_id, error_code=error_code).serialize())
+        self._flush_raw()
+        self._closed = True
+        for state in list(self.streams.values()):
+            self._release(state)
+            if state.task is not None:
+                state.task.cancel()
+        self.streams.clear()
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """
+        Graceful shutdown: GOAWAY naming the last stream we will serve, let those streams
+        finish, then close. The GOAWAY is written outside h2's state machine, because after
+        ``close_connection`` h2 would refuse to send the rest of the responses.
+        """
+        if self._closed or self._draining:
+            return
+        self._draining = True
+        self._flush()
+        self.raw_write(GoAwayFrame(0, last_stream_id=self._last_stream_id, error_code=0).serialize())
+        self._maybe_idle()
+
+    def abort(self) -> None:
+        """Drop the connection now."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _maybe_idle(self) -> None:
+        if self.streams or self._closed:
+            return
+        if self._draining:
+            self._closed = True
+            self.transport.close()
+        else:
+            self._set_timer(self.settings.keep_alive_timeout, self._on_idle_timeout)
+
+    # timers
+
+    def _set_timer(self, delay: float, callback: Any) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_preface_timeout(self) -> None:
+        self._timer = None
+        logger.info(
+            "Closing the connection from %s: no HTTP/2 preface and SETTINGS within header_timeout=%ss.",
+            self.peer,
+            self.settings.header_timeout,
+        )
+        self.close(ErrorCodes.SETTINGS_TIMEOUT if self._preface_checked else ErrorCodes.PROTOCOL_ERROR)
+
+    def _on_idle_timeout(self) -> None:
+        self._timer = None
+        if not self.streams:
+            logger.debug("Closing the idle HTTP/2 connection from %s (keep_alive_timeout=%ss).", self.peer, self.settings.keep_alive_timeout)
+            self.close(ErrorCodes.NO_ERROR)
+
+
+class H2KyoukaiComponent(KyoukaiBaseComponent):
+    """
+    An HTTP/2-only port. With a key and certificate it serves TLS (1.2 or newer, ALPN ``h2``,
+    RFC 9113 cipher rules); without them, cleartext HTTP/2 with prior knowledge (behind a
+    proxy). A client that does not speak HTTP/2 gets a short HTTP/1.1 505 saying so.
+
+    :param app: the app, or a ``"module:attribute"`` reference to it.
+    :param ssl_keyfile: the private key file (``None`` for cleartext).
+    :param ssl_certfile: the certificate chain file (``None`` for cleartext).
+    :param ip: the address to listen on.
+    :param port: the port to listen on.
+    :param cfg: the :class:`~.ServerSettings` limits.
+    """
+
+    def __init__(
+        self,
+        app: Kyoukai | str,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        *,
+        ip: str = "",
+        port: int = 4444,
+        **cfg: Any,
+    ) -> None:
+        super().__init__(app, ip, port, **cfg)
+        self.ssl_keyfile = ssl_keyfile
+        self.ssl_certfile = ssl_certfile
+        if bool(ssl_keyfile) != bool(ssl_certfile):
+            raise ValueError("H2KyoukaiComponent needs both ssl_keyfile and ssl_certfile, or neither (cleartext)")
+
+    def describe(self) -> str:
+        return "HTTP/2 only"
+
+    def create_ssl_context(self) -> Any:
+        """The TLS context (ALPN ``h2`` only), or ``None`` for cleartext prior knowledge."""
+        if not self.ssl_certfile:
+            return None
+        return create_server_context(self.ssl_certfile, self.ssl_keyfile, alpn_protocols=("h2",))
+
+    def get_protocol(self, ctx: Context) -> H2KyoukaiProtocol:
+        """A protocol object for a new connection."""
+        return H2KyoukaiProtocol(self, ctx)
+
+    async def start(self, ctx: Context) -> None:
+        """Start listening."""
+        await self._serve(ctx, lambda: self.get_protocol(ctx), self.create_ssl_context())
