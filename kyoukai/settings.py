@@ -45,6 +45,19 @@ class ServerSettings:
     connection_window_size: int = 4 * MiB
     #: HTTP/2 ``SETTINGS_MAX_FRAME_SIZE`` advertised to the peer.
     max_frame_size: int = 16 * KiB
+    #: HTTP/2 control frames (SETTINGS, PING, PRIORITY, small WINDOW_UPDATE, empty DATA,
+    #: unknown types) a client may send in a burst; past it: GOAWAY ENHANCE_YOUR_CALM.
+    max_control_frames: int = 1000
+    #: Control frames per second that refill that burst.
+    control_frame_rate: float = 100.0
+    #: HTTP/2 stream resets (sent by the client, or refusals the server had to send) in a burst
+    #: before GOAWAY ENHANCE_YOUR_CALM: the rapid-reset defence.
+    max_stream_resets: int = 200
+    #: Resets per second that refill that burst.
+    stream_reset_rate: float = 20.0
+    #: Seconds a response may wait for the client to open its window or read the socket before
+    #: the stream (HTTP/2) or connection (HTTP/1.1) is dropped.
+    send_timeout: float = 30.0
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ServerSettings:

@@ -1,0 +1,176 @@
+"""
+Abuse limits for HTTP/2 connections, without I/O.
+
+A :class:`ConnectionGuard` reads the frame headers of the bytes a client sends, before h2
+parses them, and keeps the budgets that bound the known HTTP/2 attacks:
+
+- control frames that cost the server work but carry no request (SETTINGS, PING, PRIORITY,
+  small WINDOW_UPDATEs, empty DATA or CONTINUATION, unknown frame types): a token bucket of
+  ``max_control_frames`` refilled at ``control_frame_rate`` per second;
+- stream resets, sent by the client (rapid reset) or provoked from the server: a bucket of
+  ``max_stream_resets`` refilled at ``stream_reset_rate`` per second;
+- header blocks (HEADERS plus CONTINUATIONs) larger than twice ``max_header_size`` compressed,
+  refused before they are buffered.
+
+An exhausted budget is a :class:`Violation`: the connection ends with GOAWAY
+ENHANCE_YOUR_CALM. The guard never sees the payloads except a WINDOW_UPDATE's increment, so it
+costs a few operations per frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from h2.errors import ErrorCodes
+
+from kyoukai.settings import ServerSettings
+
+PREFACE_LENGTH = 24
+FRAME_HEADER_LENGTH = 9
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM = 0x1
+END_HEADERS = 0x4
+#: WINDOW_UPDATE increments below this are counted as control frames: real clients return
+#: credit in large steps, a flood of tiny increments is work for nothing.
+SMALL_WINDOW_INCREMENT = 8192
+
+
+class Violation(NamedTuple):
+    """A budget the client exhausted: the GOAWAY error code and what happened."""
+
+    error_code: int
+    message: str
+
+
+class RateBudget:
+    """A token bucket: ``burst`` tokens, refilled at ``rate`` per second."""
+
+    __slots__ = ("burst", "rate", "tokens", "_stamp", "_clock")
+
+    def __init__(self, burst: float, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.tokens = float(burst)
+        self._clock = clock
+        self._stamp = clock()
+
+    def spend(self, amount: float = 1.0) -> bool:
+        """Take ``amount`` tokens; ``False`` once the bucket is empty."""
+        now = self._clock()
+        tokens = self.tokens + (now - self._stamp) * self.rate
+        self.tokens = (tokens if tokens < self.burst else self.burst) - amount
+        self._stamp = now
+        return self.tokens >= 0
+
+
+class ConnectionGuard:
+    """
+    Scans a client's frame headers and spends the connection's abuse budgets.
+
+    :param settings: the limits (see :class:`~.ServerSettings`).
+    :param clock: the time source of the budgets (injectable for tests).
+    """
+
+    def __init__(self, settings: ServerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._control = RateBudget(settings.max_control_frames, settings.control_frame_rate, clock)
+        self._resets = RateBudget(settings.max_stream_resets, settings.stream_reset_rate, clock)
+        self._max_block = 2 * settings.max_header_size
+        self._skip = PREFACE_LENGTH
+        self._partial = bytearray()
+        self._payload_left = 0
+        self._block_size = 0
+        #: Whether a header block is open (HEADERS seen, END_HEADERS not yet).
+        self.header_block_open = False
+        #: Frames seen, by type.
+        self.frame_counts: dict[int, int] = {}
+
+    def feed(self, data: bytes) -> Violation | None:
+        """Scan the next bytes received; the first budget they exhaust, if any."""
+        pos = 0
+        end = len(data)
+        if self._skip:
+            pos = min(self._skip, end)
+            self._skip -= pos
+        while pos < end:
+            if self._payload_left:
+                step = min(self._payload_left, end - pos)
+                self._payload_left -= step
+                pos += step
+                continue
+            if self._partial or end - pos < FRAME_HEADER_LENGTH:
+                take = FRAME_HEADER_LENGTH - len(self._partial)
+                self._partial += data[pos : pos + take]
+                pos += min(take, end - pos)
+                if len(self._partial) < FRAME_HEADER_LENGTH:
+                    break
+                head = bytes(self._partial)
+                self._partial.clear()
+            else:
+                head = data[pos : pos + FRAME_HEADER_LENGTH]
+                pos += FRAME_HEADER_LENGTH
+            length = int.from_bytes(head[0:3], "big")
+            violation = self._check(head[3], head[4], length, data, pos)
+            if violation is not None:
+                return violation
+            self._payload_left = length
+        return None
+
+    def _check(self, frame_type: int, flags: int, length: int, data: bytes, pos: int) -> Violation | None:
+        counts = self.frame_counts
+        counts[frame_type] = counts.get(frame_type, 0) + 1
+        if frame_type == DATA:
+            if length == 0 and not flags & END_STREAM:
+                return self._spend_control("empty DATA")
+        elif frame_type == HEADERS:
+            self._block_size = length
+            self.header_block_open = not flags & END_HEADERS
+            return self._check_block()
+        elif frame_type == CONTINUATION:
+            self._block_size += length
+            if flags & END_HEADERS:
+                self.header_block_open = False
+            violation = self._check_block()
+            if violation is None and length == 0:
+                violation = self._spend_control("empty CONTINUATION")
+            return violation
+        elif frame_type == RST_STREAM:
+            return self.count_reset("RST_STREAM from the client")
+        elif frame_type == WINDOW_UPDATE:
+            increment = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF if len(data) >= pos + 4 else 0
+            if increment < SMALL_WINDOW_INCREMENT:
+                return self._spend_control("small WINDOW_UPDATE")
+        elif frame_type in (SETTINGS, PING, PRIORITY) or frame_type > CONTINUATION:
+            return self._spend_control("SETTINGS/PING/PRIORITY/unknown")
+        return None
+
+    def _check_block(self) -> Violation | None:
+        if self._block_size > self._max_block:
+            return Violation(
+                ErrorCodes.ENHANCE_YOUR_CALM,
+                f"a header block of over {self._block_size} bytes (max_header_size="
+                f"{self.settings.max_header_size}, at most twice that compressed)",
+            )
+        return None
+
+    def _spend_control(self, kind: str) -> Violation | None:
+        if self._control.spend():
+            return None
+        return Violation(
+            ErrorCodes.ENHANCE_YOUR_CALM,
+            f"control frame flood ({kind}): over max_control_frames={self.settings.max_control_frames} "
+            f"at control_frame_rate={self.settings.control_frame_rate}/s",
+        )
+
+    def count_reset(self, kind: str = "stream reset by the server") -> Violation | None:
+        """Spend the reset budget for one reset (the client's or one the server had to send)."""
+        if self._resets.spend():
+            return None
+        return Violation(
+            ErrorCodes.ENHANCE_YOUR_CALM,
+            f"too many stream resets ({kind}): over max_stream_resets={self.settings.max_stream_resets} "
+            f"at stream_reset_rate={self.settings.stream_reset_rate}/s",
+        )
