@@ -59,8 +59,9 @@ class Kyoukai:
     def __init__(self, application_name: str, *, server_name: str | None = None, **kwargs: Any) -> None:
         self.name = application_name
         self.server_name = server_name
-        self._root_bp = Blueprint(application_name, host=kwargs.pop("host", None),
-                                  host_matching=kwargs.pop("host_matching", False))
+        self._root_bp = Blueprint(
+            application_name, host=kwargs.pop("host", None), host_matching=kwargs.pop("host_matching", False)
+        )
         self.request_class = kwargs.pop("request_class", self.request_class)
         self.response_class = kwargs.pop("response_class", self.response_class)
         self.context_class: type[HTTPRequestContext] = kwargs.pop("context_class", HTTPRequestContext)
@@ -109,13 +110,17 @@ class Kyoukai:
         if handler is None:
             return exception.get_response(environ)
         try:
-            return await handler.invoke(ctx, args=(exception,), status=exception.code or 500)
+            response = await handler.invoke(ctx, args=(exception,), status=exception.code or 500)
         except HTTPException as e:
             logger.warning("The error handler for %s raised %r; sending its response.", exception.code, e)
             return e.get_response(environ)
         except Exception:
             logger.exception("The error handler for %s failed.", exception.code)
             return InternalServerError().get_response(environ)
+        if isinstance(exception, MethodNotAllowed) and exception.valid_methods and response.status_code == 405:
+            # A 405 must list the allowed methods, whatever the handler's body.
+            response.headers.setdefault("Allow", ", ".join(exception.valid_methods))
+        return response
 
     async def process_request(self, request: Request, parent_context: Context | None) -> Response:
         """
@@ -127,7 +132,11 @@ class Kyoukai:
         ctx = self.context_class(parent_context, request)
         ctx.app = self
         async with ctx:
-            result = await self._dispatch(ctx, request)
+            try:
+                result = await self._dispatch(ctx, request)
+            finally:
+                # Uploaded files are spooled to temporary files: release them with the request.
+                request.close()
             if self.config.get("server_header", True):
                 result.headers["Server"] = SERVER_TOKEN
                 result.headers["X-Powered-By"] = SERVER_TOKEN

@@ -73,6 +73,7 @@ class Blueprint:
     @prefix.setter
     def prefix(self, value: str) -> None:
         self._prefix = value
+        self.root.finalized = False
 
     @property
     def computed_prefix(self) -> str:
@@ -145,19 +146,19 @@ class Blueprint:
         """
         Register ``route`` here, under ``routing_url`` (a werkzeug rule string) if given.
 
-        :raises ValueError: if another route of this blueprint has the same endpoint name.
+        :raises ValueError: if another route of this tree has the same endpoint name.
         """
         if routing_url is not None:
             route.add_path(routing_url, methods)
         if route in self.routes:
             return route
         endpoint = route.get_endpoint_name(self)
-        for other in self.routes:
-            if other.get_endpoint_name() == endpoint:
-                raise ValueError(
-                    f"endpoint {endpoint!r} is already registered on {self!r} by {other!r}; "
-                    f"give one of them another function name or an explicit endpoint="
-                )
+        other = self.root.get_route(endpoint)
+        if other is not None:
+            raise ValueError(
+                f"endpoint {endpoint!r} is already registered on {other.bp!r} by {other!r}; "
+                f"give one of them another function name or an explicit endpoint="
+            )
         route.bp = self
         self.routes.append(route)
         self.root.finalized = False
@@ -288,9 +289,12 @@ class Blueprint:
     def url_for(self, environment: dict, endpoint: str, *, method: str | None = None, **kwargs: Any) -> str:
         """Build the URL of ``endpoint`` with ``kwargs`` as its parameters."""
         root = self.root
-        adapter = root.finalize().bind_to_environ(environment)
-        if root.map.host_matching:
-            kwargs.setdefault(ANY_HOST_ARG, adapter.server_name)
+        rule_map = root.finalize()
+        adapter = rule_map.bind_to_environ(environment)
+        if rule_map.host_matching and endpoint in root._endpoints:
+            # Only rules without a host of their own take the request's host as a parameter.
+            if any(ANY_HOST_ARG in rule.arguments for rule in rule_map.iter_rules(endpoint)):
+                kwargs.setdefault(ANY_HOST_ARG, adapter.server_name)
         return adapter.build(endpoint, values=kwargs, method=method)
 
     def match(self, environment: dict) -> tuple[Route, dict[str, Any], Rule]:
@@ -301,7 +305,7 @@ class Blueprint:
         :raises werkzeug.exceptions.MethodNotAllowed: rules match the path but not the method.
         :raises werkzeug.routing.RequestRedirect: the URL should be redirected (slashes).
         """
-        adapter = self.map.bind_to_environ(environment)
+        adapter = self.finalize().bind_to_environ(environment)
         rule, params = adapter.match(return_rule=True)
         params.pop(ANY_HOST_ARG, None)
         return self._endpoints[rule.endpoint], params, rule

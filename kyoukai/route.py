@@ -20,6 +20,13 @@ HOOK_TYPES = ("pre", "post")
 DEFAULT_METHODS = ("GET", "HEAD")
 
 
+def normalize_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """The upper-cased methods; a single string is an error (it would be split into letters)."""
+    if isinstance(methods, str):
+        raise TypeError(f"methods must be a list of method names, not the string {methods!r}")
+    return tuple(m.upper() for m in methods)
+
+
 async def call_maybe_async(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` and await the result if it is awaitable."""
     result = fn(*args, **kwargs)
@@ -80,7 +87,7 @@ class Route:
 
     def add_path(self, url: str, methods: Iterable[str] = DEFAULT_METHODS) -> Route:
         """Register this route under another URL and set of methods."""
-        self.routes.append((url, tuple(m.upper() for m in methods)))
+        self.routes.append((url, normalize_methods(methods)))
         return self
 
     def get_endpoint_name(self, bp: Blueprint | None = None) -> str:

@@ -21,7 +21,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from kyoukai.route import DEFAULT_METHODS, HOOK_TYPES
+from kyoukai.route import DEFAULT_METHODS, HOOK_TYPES, normalize_methods
 
 if TYPE_CHECKING:
     from kyoukai.blueprint import Blueprint
@@ -45,9 +45,11 @@ def route(url: str, methods: Iterable[str] = DEFAULT_METHODS, **kwargs: Any) -> 
     ``before_request`` and ``after_request`` decorators for route-specific hooks.
     """
 
+    methods = normalize_methods(methods)
+
     def inner(func: Callable) -> Callable:
         marks = _marks(func)
-        marks["routes"].append((url, tuple(m.upper() for m in methods)))
+        marks["routes"].append((url, methods))
         marks["route_kwargs"].update(kwargs)
         if not hasattr(func, "before_request"):
 
@@ -134,7 +136,9 @@ class RouteGroupType(type):
                 for url, methods in marks["routes"]:
                     rtt.add_path(url, methods)
                 for type_, hook_func in marks["route_hooks"]:
-                    rtt.add_hook(type_, hook_func.__get__(instance) if _is_group_function(cls, hook_func) else hook_func)
+                    rtt.add_hook(
+                        type_, hook_func.__get__(instance) if _is_group_function(cls, hook_func) else hook_func
+                    )
                 bp.add_route(rtt)
             for startcode, endcode, step in marks["errorhandlers"]:
                 bp.add_errorhandler(member, startcode, endcode, step)

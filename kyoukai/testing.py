@@ -31,9 +31,15 @@ class TestKyoukai(Kyoukai):
     @classmethod
     def wrap_existing_app(cls, app: Kyoukai, base_context: Context | None = None) -> TestKyoukai:
         """A :class:`TestKyoukai` sharing the routes and configuration of ``app``."""
-        new = cls(app.name, server_name=app.server_name, base_context=base_context,
-                  request_class=app.request_class, response_class=app.response_class,
-                  context_class=app.context_class, **app.config)
+        new = cls(
+            app.name,
+            server_name=app.server_name,
+            base_context=base_context,
+            request_class=app.request_class,
+            response_class=app.response_class,
+            context_class=app.context_class,
+            **app.config,
+        )
         new._root_bp = app.root
         return new
 
@@ -61,7 +67,8 @@ class TestKyoukai(Kyoukai):
         header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         if body and not any(name.lower() == "content-length" for name, _ in header_list):
             header_list.append(("Content-Length", str(len(body))))
-        environ = to_wsgi_environment(header_list, method, url, "1.1", body=stream)
+        # The server address stands in for a missing Host header, as on a real socket.
+        environ = to_wsgi_environment(header_list, method, url, "1.1", body=stream, server=("localhost", 80))
         request = self.request_class(environ)
         self.finalize()
         return await self.process_request(request, self.base_context)

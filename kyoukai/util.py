@@ -23,9 +23,7 @@ def as_plaintext(text: str, code: int = 200, headers: dict | None = None) -> Res
     return Response(text, status=code, headers=headers, content_type="text/plain; charset=utf-8")
 
 
-def as_json(
-    data: Any, code: int = 200, headers: dict | None = None, *, json_encoder: type | None = None
-) -> Response:
+def as_json(data: Any, code: int = 200, headers: dict | None = None, *, json_encoder: type | None = None) -> Response:
     """An ``application/json`` response holding ``data`` serialised with :func:`json.dumps`."""
     body = json.dumps(data, cls=json_encoder)
     return Response(body, status=code, headers=headers, content_type="application/json")
@@ -55,10 +53,14 @@ def wrap_response(value: Any, response_class: type | None = None, *, status: int
         if len(value) > 2:
             headers = value[2]
         if isinstance(body, Response):
-            body.status_code = status
+            if len(value) > 1:
+                body.status_code = status
             if headers:
                 body.headers.update(headers)
             return body
     else:
         body = value
+    if body is not None and not hasattr(body, "__iter__") and not hasattr(body, "__aiter__"):
+        # Caught here, this is a 500 with a clear log line, not a failure half-way through sending.
+        raise TypeError(f"a response body must be str, bytes or an iterable of them, not {type(body).__name__}")
     return cls(body, status=status, headers=headers)

@@ -5,7 +5,6 @@ a request, and turning a werkzeug response into a status, headers and body chunk
 
 from __future__ import annotations
 
-import inspect
 import io
 import sys
 import time
@@ -78,10 +77,16 @@ def to_wsgi_environment(
     """
     if "://" in path and not path.startswith("/"):
         _, _, rest = path.partition("://")
-        slash = rest.find("/")
+        end = len(rest)
+        for delimiter in "/?":
+            found = rest.find(delimiter)
+            if 0 <= found < end:
+                end = found
         if authority is None:
-            authority = rest if slash < 0 else rest[:slash]
-        path = "/" if slash < 0 else rest[slash:]
+            authority = rest[:end]
+        path = rest[end:]
+        if not path.startswith("/"):
+            path = "/" + path
     raw_path, _, query = path.partition("?")
 
     server_host, server_port = (server[0], server[1]) if server else ("", 0)
@@ -203,7 +208,7 @@ async def iter_response_body(response: Response) -> AsyncIterator[bytes]:
                     yield chunk
     finally:
         aclose = getattr(payload, "aclose", None)
-        if aclose is not None and inspect.iscoroutinefunction(aclose):
+        if aclose is not None:
             await aclose()
         response.close()
 

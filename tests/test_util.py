@@ -1,0 +1,127 @@
+"""Response helpers of kyoukai.util."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from werkzeug.wrappers import Response
+
+from kyoukai.util import SERVER_TOKEN, as_html, as_json, as_plaintext, wrap_response
+from kyoukai.version import __version__
+
+
+class CustomResponse(Response):
+    pass
+
+
+class TestAsHelpers:
+    def test_as_html(self) -> None:
+        response = as_html("<p>hi</p>", 201, {"X-A": "1"})
+        assert response.status_code == 201
+        assert response.mimetype == "text/html"
+        assert response.get_data() == b"<p>hi</p>"
+        assert response.headers["X-A"] == "1"
+
+    def test_as_plaintext(self) -> None:
+        response = as_plaintext("héllo")
+        assert response.status_code == 200
+        assert response.mimetype == "text/plain"
+        assert response.mimetype_params["charset"] == "utf-8"
+        assert response.get_data() == "héllo".encode()
+
+    def test_as_json(self) -> None:
+        response = as_json({"a": [1, 2], "b": None}, 202, {"X-B": "2"})
+        assert response.status_code == 202
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.is_json
+        assert json.loads(response.get_data()) == {"a": [1, 2], "b": None}
+        assert response.headers["X-B"] == "2"
+
+    def test_as_json_with_encoder(self) -> None:
+        class SetEncoder(json.JSONEncoder):
+            def default(self, o):
+                if isinstance(o, set):
+                    return sorted(o)
+                return super().default(o)
+
+        assert json.loads(as_json({"s": {3, 1}}, json_encoder=SetEncoder).get_data()) == {"s": [1, 3]}
+
+    def test_server_token(self) -> None:
+        assert SERVER_TOKEN == f"Kyoukai/{__version__}"
+
+
+class TestWrapResponse:
+    def test_response_passes_through(self) -> None:
+        original = Response("x", status=418)
+        assert wrap_response(original) is original
+        assert wrap_response(original, status=500).status_code == 418
+
+    def test_none_is_204(self) -> None:
+        response = wrap_response(None)
+        assert response.status_code == 204
+        assert response.get_data() == b""
+
+    def test_str_and_bytes_bodies(self) -> None:
+        assert wrap_response("text").get_data() == b"text"
+        assert wrap_response(b"\x00\x01").get_data() == b"\x00\x01"
+        assert wrap_response("text").status_code == 200
+
+    def test_bare_body_takes_the_given_status(self) -> None:
+        assert wrap_response("missing", status=404).status_code == 404
+
+    def test_tuple_of_body(self) -> None:
+        response = wrap_response(("only body",))
+        assert (response.status_code, response.get_data()) == (200, b"only body")
+
+    def test_tuple_of_body_and_status(self) -> None:
+        response = wrap_response(("created", 201))
+        assert (response.status_code, response.get_data()) == (201, b"created")
+
+    def test_tuple_of_body_status_and_headers(self) -> None:
+        response = wrap_response(("body", 202, {"X-Custom": "yes"}))
+        assert response.status_code == 202
+        assert response.headers["X-Custom"] == "yes"
+
+    def test_tuple_with_header_list(self) -> None:
+        response = wrap_response(("body", 200, [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]))
+        assert response.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+
+    def test_tuple_with_response_body(self) -> None:
+        response = wrap_response((Response("inner", status=200), 203, {"X-Extra": "1"}))
+        assert response.status_code == 203
+        assert response.get_data() == b"inner"
+        assert response.headers["X-Extra"] == "1"
+
+    def test_tuple_with_response_only_keeps_its_status(self) -> None:
+        assert wrap_response((Response("inner", status=410),), status=404).status_code == 410
+
+    @pytest.mark.parametrize("value", [(), ("a", 200, {}, "extra")])
+    def test_bad_tuple_length(self, value: tuple) -> None:
+        with pytest.raises(TypeError, match="body"):
+            wrap_response(value)
+
+    def test_response_class(self) -> None:
+        assert type(wrap_response("x", CustomResponse)) is CustomResponse
+        assert type(wrap_response(None, CustomResponse)) is CustomResponse
+        assert type(wrap_response(("x", 201), CustomResponse)) is CustomResponse
+
+    def test_iterable_body(self) -> None:
+        response = wrap_response(["a", "b"])
+        assert response.get_data() == b"ab"
+
+    def test_none_body_in_a_tuple(self) -> None:
+        response = wrap_response((None, 304))
+        assert (response.status_code, response.get_data()) == (304, b"")
+
+    def test_async_iterable_body_is_kept(self) -> None:
+        async def chunks():
+            yield b"x"
+
+        body = chunks()
+        assert wrap_response(body).response is body
+
+    @pytest.mark.parametrize("value", [42, 4.2, object(), (7, 200)])
+    def test_body_that_cannot_be_sent_is_rejected(self, value: object) -> None:
+        with pytest.raises(TypeError, match="response body must be"):
+            wrap_response(value)
