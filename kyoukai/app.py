@@ -159,7 +159,7 @@ class Kyoukai:
             return await self.handle_httpexception(ctx, e, environ)
 
         ctx.params, ctx.rule, ctx.route, ctx.bp = params, rule, route, route.bp
-        ctx.route_matched.dispatch(ctx=ctx)
+        ctx.emit("route_matched")
         try:
             if request.method == "OPTIONS" and "OPTIONS" not in (rule.methods or ()):
                 return self._options_response(rule.methods)
@@ -167,7 +167,7 @@ class Kyoukai:
                 stream = environ["wsgi.input"]
                 if isinstance(stream, RequestBody):
                     await stream.read_all()
-            ctx.route_invoked.dispatch(ctx=ctx)
+            ctx.emit("route_invoked")
             result = await route.invoke(ctx, params=params)
         except HTTPException as e:
             logger.debug("Route %s raised %r.", route.get_endpoint_name(), e)
@@ -176,7 +176,7 @@ class Kyoukai:
             logger.exception("Unhandled exception in route %s.", route.get_endpoint_name())
             error = InternalServerError(original_exception=e)
             return await self.handle_httpexception(ctx, error, environ)
-        ctx.route_completed.dispatch(ctx=ctx, result=result)
+        ctx.emit("route_completed", result=result)
         return result
 
     def _options_response(self, methods: Any) -> Response:

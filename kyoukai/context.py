@@ -50,6 +50,15 @@ class HTTPRequestContext(Context):
         #: The protocol object serving the connection (HTTP/1.1 or HTTP/2), if any.
         self.proto: Any = request.environ.get("kyoukai.protocol")
 
+    def emit(self, signal_name: str, **kwargs: Any) -> None:
+        """
+        Dispatch one of this context's signals, skipping the event's construction when nobody
+        listens (asphalt binds signals per instance, so most requests have no listener).
+        """
+        bound = getattr(type(self), signal_name).bound_signals.get(self)
+        if bound is not None and bound.listeners:
+            bound.dispatch(ctx=self, **kwargs)
+
     def url_for(self, endpoint: str, *, method: str | None = None, **values: Any) -> str:
         """Build the URL of ``endpoint`` for this request's environment."""
         return self.app.url_for(self.environ, endpoint, method=method, **values)
