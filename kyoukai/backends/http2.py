@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import AsyncIterator
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kyoukai.http2")
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: A client that sent this much of the preface has declared HTTP/2: a bad rest of it is an
+#: HTTP/2 protocol error (RFC 9113 section 3.4), not an HTTP/1.1 client to refuse.
+_PREFACE_REQUEST_LINE = b"PRI * HTTP/2.0\r\n"
 #: Response headers that are meaningful only to HTTP/1.1 (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 _NOT_HTTP2_BODY = (
@@ -92,6 +96,8 @@ class H2State(RequestBody):
         self._status: str | None = None
         self._response_headers: list[tuple[str, str]] = []
         self._window_waiter: asyncio.Future | None = None
+        #: The protocol's send turn in which this stream last sent DATA.
+        self.last_send_turn = 0
         self._response_body: Any = None
 
     def _consumed(self, size: int) -> None:
@@ -161,6 +167,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Open streams by id.
         self.streams: dict[int, H2State] = {}
+        #: Counts the turns streams take at sending DATA (see :meth:`_wake_senders`).
+        self._send_turns = 0
         self.scheme = "http"
         self.server_address: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
@@ -180,7 +188,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._start(transport)
         self.component.connection_opened(self)
 
-    def adopt(self, transport: asyncio.BaseTransport, data: bytes = b"", *, upgrade: dict[str, Any] | None = None) -> None:
+    def adopt(
+        self, transport: asyncio.BaseTransport, data: bytes = b"", *, upgrade: dict[str, Any] | None = None
+    ) -> None:
         """
         Take over a connection from the HTTP/1.1 protocol: after the HTTP/2 preface was seen
         (``data`` starts with it), or after ``101 Switching Protocols`` for an h2c upgrade
@@ -273,6 +283,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self._preface_seen += len(head)
             self._preface_checked = self._preface_seen == len(_PREFACE)
             return True
+        if (_PREFACE[: self._preface_seen] + head).startswith(_PREFACE_REQUEST_LINE):
+            logger.info("Closing the connection from %s: invalid HTTP/2 connection preface.", self.peer)
+            self.close(ErrorCodes.PROTOCOL_ERROR)
+            return False
         logger.info("Refused a client from %s that does not speak HTTP/2 on this HTTP/2-only port.", self.peer)
         self._closed = True
         self.transport.write(_NOT_HTTP2)
@@ -350,7 +364,12 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         state = H2State(event.headers, stream_id, self)
         self.streams[stream_id] = state
         if len(event.headers) > self.settings.max_header_count:
-            logger.info("Stream %d from %s has more than max_header_count=%d headers.", stream_id, self.peer, self.settings.max_header_count)
+            logger.info(
+                "Stream %d from %s has more than max_header_count=%d headers.",
+                stream_id,
+                self.peer,
+                self.settings.max_header_count,
+            )
             state.task = self.loop.create_task(self._refuse_headers(state))
             return
         state.task = self.loop.create_task(self._handle(state))
@@ -381,20 +400,26 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     def window_opened(self, event: h2.events.WindowUpdated) -> None:
         """Flow-control window opened on a stream (or the connection: every stream)."""
         if event.stream_id == 0:
-            for state in self.streams.values():
-                state.window_opened()
+            self._wake_senders()
         else:
             state = self.streams.get(event.stream_id)
             if state is not None:
                 state.window_opened()
+
+    def _wake_senders(self) -> None:
+        """
+        Wake every stream waiting for window, the one that sent longest ago first: the first
+        to run may take the whole window, so this order is what shares the connection fairly.
+        """
+        for state in sorted(self.streams.values(), key=attrgetter("last_send_turn")):
+            state.window_opened()
 
     def settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
         """The client's SETTINGS: a new initial window or frame size may unblock senders."""
         self._cancel_timer()
         changed = event.changed_settings
         if SettingCodes.INITIAL_WINDOW_SIZE in changed or SettingCodes.MAX_FRAME_SIZE in changed:
-            for state in self.streams.values():
-                state.window_opened()
+            self._wake_senders()
         if not self.streams and not self._draining:
             self._set_timer(self.settings.keep_alive_timeout, self._on_idle_timeout)
 
@@ -481,7 +506,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("Stream %d (%s %s) failed.", state.stream_id, environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            logger.exception(
+                "Stream %d (%s %s) failed.", state.stream_id, environ["REQUEST_METHOD"], environ["PATH_INFO"]
+            )
             if not state.headers_sent and not state.closed:
                 try:
                     await self._send_response(state, InternalServerError().get_response(environ))
@@ -578,8 +605,15 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             await self._send_data(state, memoryview(body), end_stream=True)
             return
         chunks: AsyncIterator[bytes] = body
-        async for chunk in chunks:
-            await self._send_data(state, memoryview(chunk), end_stream=False)
+        try:
+            async for chunk in chunks:
+                await self._send_data(state, memoryview(chunk), end_stream=False)
+        finally:
+            # A reset or lost stream stops the loop mid-body: close the app's generator now
+            # rather than whenever it is garbage collected.
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         await self._send_data(state, memoryview(b""), end_stream=True)
 
     async def _send_data(self, state: H2State, view: memoryview, end_stream: bool) -> None:
@@ -618,6 +652,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
                 raise _StreamClosed from e
             view = view[sent:]
+            self._send_turns += 1
+            state.last_send_turn = self._send_turns
             self._flush()
             if not view and end_stream:
                 return
@@ -658,10 +694,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         """
         if self._closed:
             return
-        try:
+        if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
             self.conn.close_connection(error_code=error_code, last_stream_id=self._last_stream_id)
-        except h2.exceptions.ProtocolError:
-            self.raw_write(GoAwayFrame(0, last_stream_id=self._last_stream_id, error_code=error_code).serialize())
+        # Otherwise h2 ended the connection on a protocol error and its GOAWAY is already queued:
+        # a second one would contradict its last stream id.
         self._flush_raw()
         self._closed = True
         for state in list(self.streams.values()):
@@ -721,7 +757,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     def _on_idle_timeout(self) -> None:
         self._timer = None
         if not self.streams:
-            logger.debug("Closing the idle HTTP/2 connection from %s (keep_alive_timeout=%ss).", self.peer, self.settings.keep_alive_timeout)
+            logger.debug(
+                "Closing the idle HTTP/2 connection from %s (keep_alive_timeout=%ss).",
+                self.peer,
+                self.settings.keep_alive_timeout,
+            )
             self.close(ErrorCodes.NO_ERROR)
 
 

@@ -1,0 +1,266 @@
+"""HTTP/2 with real clients: httpx, curl, nghttp, h2load and the frame client; the request environ,
+many concurrent streams, trailers, HEAD, informational responses and handler errors."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import subprocess
+from typing import Any
+
+import httpx
+import pytest
+from conftest import serve
+from h2.errors import ErrorCodes
+from h2client import H2Client
+from werkzeug.wrappers import Response
+
+from kyoukai import Kyoukai
+from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_app(seen: dict[str, Any] | None = None) -> Kyoukai:
+    app = Kyoukai("h2basic")
+
+    @app.route("/")
+    async def index(ctx):
+        return "Hello over HTTP/2\n"
+
+    @app.route("/environ")
+    async def environ(ctx):
+        if seen is not None:
+            seen["SERVER_PROTOCOL"] = ctx.environ["SERVER_PROTOCOL"]
+            seen["wsgi.url_scheme"] = ctx.environ["wsgi.url_scheme"]
+            seen["HTTP_HOST"] = ctx.environ.get("HTTP_HOST")
+            seen["proto"] = ctx.proto
+        return ctx.environ["SERVER_PROTOCOL"]
+
+    @app.route("/server-name")
+    async def server_name(ctx):
+        return f"{ctx.environ['SERVER_NAME']} {ctx.environ['SERVER_PORT']} {ctx.environ.get('HTTP_HOST')}"
+
+    @app.route("/trailers", methods=["POST"])
+    async def trailers(ctx):
+        body = ctx.request.get_data()
+        trailer_text = ";".join(f"{n}={v}" for n, v in ctx.environ.get("kyoukai.trailers", []))
+        return f"{len(body)} {trailer_text}"
+
+    @app.route("/boom")
+    async def boom(ctx):
+        raise RuntimeError("the handler failed")
+
+    @app.route("/broken-stream")
+    async def broken_stream(ctx):
+        async def body():
+            yield b"first part "
+            raise RuntimeError("the body failed after the headers")
+
+        return Response(body())
+
+    return app
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def tls_server(tls_files):
+    with serve(make_app(), H2KyoukaiComponent, ssl_keyfile=tls_files["key"], ssl_certfile=tls_files["cert"]) as server:
+        yield server
+
+
+@pytest.fixture
+def clear_server():
+    with serve(make_app(), H2KyoukaiComponent) as server:
+        yield server
+
+
+class TestRealClients:
+    def test_httpx_over_tls(self, tls_server, client_ssl_context: ssl.SSLContext) -> None:
+        with httpx.Client(http2=True, verify=client_ssl_context) as client:
+            responses = [client.get(tls_server.url("/", "https")) for _ in range(3)]
+        for response in responses:
+            assert response.http_version == "HTTP/2"
+            assert response.status_code == 200
+            assert response.text == "Hello over HTTP/2\n"
+            assert response.headers["server"].startswith("Kyoukai/")
+
+    def test_httpx_prior_knowledge_on_cleartext(self, clear_server) -> None:
+        with httpx.Client(http1=False, http2=True) as client:
+            response = client.get(clear_server.url("/"))
+        assert response.http_version == "HTTP/2"
+        assert response.text == "Hello over HTTP/2\n"
+
+    def test_curl_http2_over_tls(self, tls_server, tls_files) -> None:
+        result = run("curl", "-sS", "-i", "--http2", "--cacert", tls_files["ca"], tls_server.url("/", "https"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("HTTP/2 200")
+        assert result.stdout.endswith("Hello over HTTP/2\n")
+
+    def test_curl_prior_knowledge_on_cleartext(self, clear_server) -> None:
+        result = run("curl", "-sS", "-i", "--http2-prior-knowledge", clear_server.url("/"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("HTTP/2 200")
+        assert result.stdout.endswith("Hello over HTTP/2\n")
+
+    @pytest.mark.parametrize("scheme", ["http", "https"])
+    def test_nghttp_verbose(self, scheme: str, tls_files) -> None:
+        cfg = {"ssl_keyfile": tls_files["key"], "ssl_certfile": tls_files["cert"]} if scheme == "https" else {}
+        with serve(make_app(), H2KyoukaiComponent, **cfg) as server:
+            result = run("nghttp", "-v", server.url("/", scheme))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "recv SETTINGS frame" in result.stdout
+        assert re.search(r"recv \(stream_id=\d+\) :status: 200", result.stdout)
+        assert "Hello over HTTP/2" in result.stdout
+
+    @pytest.mark.parametrize("scheme", ["http", "https"])
+    def test_h2load_small_gets(self, scheme: str, tls_files) -> None:
+        cfg = {"ssl_keyfile": tls_files["key"], "ssl_certfile": tls_files["cert"]} if scheme == "https" else {}
+        with serve(make_app(), H2KyoukaiComponent, **cfg) as server:
+            result = run("h2load", "-n", "200", "-c", "2", "-m", "10", server.url("/", scheme), timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "200 succeeded, 0 failed, 0 errored" in result.stdout, result.stdout
+        assert "status codes: 200 2xx" in result.stdout, result.stdout
+
+
+class TestEnviron:
+    def test_tls_environ_and_protocol(self, tls_files, client_ssl_context: ssl.SSLContext) -> None:
+        seen: dict[str, Any] = {}
+        cfg = {"ssl_keyfile": tls_files["key"], "ssl_certfile": tls_files["cert"]}
+        with serve(make_app(seen), H2KyoukaiComponent, **cfg) as server:
+            with httpx.Client(http2=True, verify=client_ssl_context) as client:
+                response = client.get(server.url("/environ", "https"))
+        assert response.http_version == "HTTP/2"
+        assert response.text == "HTTP/2"
+        assert seen["SERVER_PROTOCOL"] == "HTTP/2"
+        assert seen["wsgi.url_scheme"] == "https"
+        assert seen["HTTP_HOST"] == f"127.0.0.1:{server.port}"
+        assert isinstance(seen["proto"], H2KyoukaiProtocol)
+
+    def test_cleartext_scheme_is_http(self) -> None:
+        seen: dict[str, Any] = {}
+        with serve(make_app(seen), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            stream = client.response(client.request("/environ"))
+        assert stream.status == 200
+        assert seen["wsgi.url_scheme"] == "http"
+        assert isinstance(seen["proto"], H2KyoukaiProtocol)
+
+    @pytest.mark.parametrize(
+        ("authority", "host", "expected"),
+        [
+            ("example.com:8443", None, "example.com 8443 example.com:8443"),
+            (None, "fallback.example:81", "fallback.example 81 fallback.example:81"),
+            ("example.com", None, "example.com 80 example.com"),
+        ],
+        ids=["authority", "host-fallback", "default-port"],
+    )
+    def test_server_name_and_port(self, authority: str | None, host: str | None, expected: str) -> None:
+        with serve(make_app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            block = [(":method", "GET"), (":scheme", "http"), (":path", "/server-name")]
+            if authority:
+                block.append((":authority", authority))
+            if host:
+                block.append(("host", host))
+            stream = client.open_stream()
+            client.send(*client.headers_frames(stream.stream_id, block, True))
+            client.response(stream.stream_id)
+        assert stream.status == 200
+        assert bytes(stream.data).decode() == expected
+
+
+class TestStreams:
+    def test_100_concurrent_streams_get_their_own_bodies(self) -> None:
+        app = Kyoukai("many")
+        count = 100
+        arrived = 0
+        all_in = asyncio.Event()
+
+        @app.route("/item/<int:n>")
+        async def item(ctx, n: int):
+            nonlocal arrived
+            arrived += 1
+            if arrived == count:
+                all_in.set()
+            # Every handler is running before any answers: the streams really are concurrent.
+            await all_in.wait()
+            return f"item {n} ".encode() * (n * 20 + 1)
+
+        with serve(app, H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            client.wait_ready()
+            ids = {client.request(f"/item/{n}"): n for n in range(count)}
+            client.read_until(lambda: all(client.streams[sid].done for sid in ids), timeout=30)
+        for sid, n in ids.items():
+            stream = client.streams[sid]
+            assert stream.status == 200, (sid, stream.reset_code)
+            assert bytes(stream.data) == f"item {n} ".encode() * (n * 20 + 1)
+
+    def test_request_trailers_reach_the_environ(self) -> None:
+        with serve(make_app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            sid = client.request("/trailers", "POST", [("te", "trailers")], b"0123456789", end_stream=False)
+            client.send_trailers(sid, [("x-checksum", "abc123"), ("x-count", "10")])
+            stream = client.response(sid)
+        assert stream.status == 200
+        assert bytes(stream.data) == b"10 x-checksum=abc123;x-count=10"
+
+    def test_head_sends_no_data(self) -> None:
+        with serve(make_app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            sid = client.request("/", "HEAD")
+            stream = client.response(sid)
+            get = client.response(client.request("/"))
+        assert stream.status == 200
+        assert stream.ended
+        assert client.data_frames(sid) == []
+        assert stream.header("content-length") == str(len(get.data))
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AttributeError,
+        reason="Not supported yet: no API for a handler to send a 1xx (103 Early Hints) before its response",
+    )
+    def test_early_hints_before_the_response(self) -> None:
+        app = Kyoukai("hints")
+        failures: list[BaseException] = []
+
+        @app.route("/page")
+        async def page(ctx):
+            try:
+                await ctx.proto.send_informational(ctx.environ, 103, [("link", "</style.css>; rel=preload")])
+            except BaseException as e:
+                failures.append(e)
+                raise
+            return "page"
+
+        with serve(app, H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            stream = client.response(client.request("/page"))
+        if failures:
+            raise failures[0]
+        assert stream.informational == [[(":status", "103"), ("link", "</style.css>; rel=preload")]]
+        assert stream.status == 200
+
+
+class TestErrors:
+    def test_handler_exception_gives_500_and_the_connection_serves_on(self, caplog) -> None:
+        with serve(make_app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            failed = client.response(client.request("/boom"))
+            after = client.response(client.request("/"))
+        assert failed.status == 500
+        assert after.status == 200
+        assert bytes(after.data) == b"Hello over HTTP/2\n"
+        assert client.goaway is None
+        assert "RuntimeError: the handler failed" in caplog.text
+
+    def test_exception_in_streaming_body_resets_the_stream(self, caplog) -> None:
+        with serve(make_app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            broken = client.response(client.request("/broken-stream"))
+            after = client.response(client.request("/"))
+        assert broken.status == 200
+        assert broken.reset_code == ErrorCodes.INTERNAL_ERROR
+        assert not broken.ended
+        assert bytes(broken.data) in (b"", b"first part ")
+        assert after.status == 200
+        assert client.goaway is None
+        assert "the body failed after the headers" in caplog.text
