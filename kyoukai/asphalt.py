@@ -106,8 +106,16 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         self.app.config.update(self.cfg)
         self.app.finalize()
         loop = asyncio.get_running_loop()
+        # The TLS handshake comes before any protocol timer runs: bound it by header_timeout too,
+        # or a client that never finishes it holds a socket for asyncio's default 60 s.
+        handshake_timeout = self.settings.header_timeout if ssl_context is not None else None
         self.server = await loop.create_server(
-            protocol_factory, self.ip, self.port, ssl=ssl_context, backlog=1024
+            protocol_factory,
+            self.ip,
+            self.port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=handshake_timeout,
+            backlog=1024,
         )
         self.port = self.server.sockets[0].getsockname()[1]
         ctx.add_teardown_callback(self.stop)

@@ -11,10 +11,13 @@ backpressure: HTTP/1.1 resumes reading the socket and HTTP/2 returns flow-contro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+logger = logging.getLogger("kyoukai.body")
 
 
 class RequestBody:
@@ -69,8 +72,12 @@ class RequestBody:
         self._wake()
 
     def abort(self, exc: BaseException | None = None) -> None:
-        """The body will never complete (reset stream, lost connection)."""
-        if not self._eof:
+        """
+        The body will never be read whole (reset stream, lost connection): drop what is buffered.
+        Later reads raise ``exc`` (:class:`~werkzeug.exceptions.ClientDisconnected` by default)
+        unless nothing was lost.
+        """
+        if not self._eof or self._chunks:
             self._error = exc or ClientDisconnected()
         self._chunks.clear()
         self.buffered = 0
@@ -132,11 +139,13 @@ class RequestBody:
 
     async def get_chunk(self) -> bytes:
         """The next chunk of the body as it arrives; ``b""`` at the end."""
+        if self._complete_body is not None:
+            return self.read()
+        if self._error is not None:
+            raise self._error
         self._started()
         while not self._chunks and not self._eof:
             await self._wait()
-        if self._complete_body is not None:
-            return self.read()
         return self._take()
 
     async def read_async(self, to_end: bool = True) -> bytes:
@@ -165,11 +174,12 @@ class RequestBody:
         """
         if self._complete_body is not None:
             return
+        if self._error is not None:
+            raise self._error
         limit = self.max_size
         if limit is not None and self.expected_length is not None and self.expected_length > limit:
-            raise RequestEntityTooLarge(
-                f"The request body of {self.expected_length} bytes is larger than the "
-                f"max_body_size of {limit} bytes."
+            raise _too_large(
+                f"The request body of {self.expected_length} bytes is larger than the max_body_size of {limit} bytes."
             )
         self._started()
         parts: list[bytes] = []
@@ -179,9 +189,7 @@ class RequestBody:
                 data = self._take()
                 size += len(data)
                 if limit is not None and size > limit:
-                    raise RequestEntityTooLarge(
-                        f"The request body is larger than the max_body_size of {limit} bytes."
-                    )
+                    raise _too_large(f"The request body is larger than the max_body_size of {limit} bytes.")
                 parts.append(data)
             elif self._eof:
                 break
@@ -228,3 +236,9 @@ class RequestBody:
 
     def close(self) -> None:
         """Nothing to release; present for the file interface."""
+
+
+def _too_large(message: str) -> RequestEntityTooLarge:
+    """The 413 error for a body past ``max_body_size``, logged (a handler may catch it)."""
+    logger.info("Rejected a request body: %s", message)
+    return RequestEntityTooLarge(message)

@@ -169,13 +169,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._arm_timer()
 
     def eof_received(self) -> bool:
-        # Keep the write side open so queued responses can still be sent.
-        if self._incoming is not None and self._incoming.body is not None:
-            self._incoming.body.abort()
-        if not self._queue and self._task is None:
-            return False
-        self._closing = True
-        return True
+        # A client that closed its side is gone as far as we can tell (a fully closed socket
+        # looks the same, and asyncio closes TLS transports on EOF anyway): closing the
+        # transport makes connection_lost cancel the request in progress.
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._handed_over:
@@ -432,6 +429,10 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self._update_reading()
         except (ConnectionError, asyncio.CancelledError):
             return
+        except Exception:
+            logger.exception("Answering a request from %s failed; closing the connection.", self.peer)
+            self._closing = True
+            self.transport.close()
         finally:
             self._task = None
             if not self._closing and not self._failed and self.transport is not None and not self.transport.is_closing():
@@ -443,20 +444,42 @@ class KyoukaiProtocol(asyncio.Protocol):
     async def _answer(self, req: _Request) -> bool:
         """Run the app for ``req`` and write its response; whether to keep the connection."""
         environ = req.environ
-        request = self.app.request_class(environ)
         try:
+            request = self.app.request_class(environ)
             response = await self.app.process_request(request, self.parent_context)
         except Exception:
             logger.exception("Processing %s %s failed outside the route.", environ["REQUEST_METHOD"], environ["PATH_INFO"])
             response = InternalServerError().get_response(environ)
         parts = prepare_response(response, environ)
-        keep_alive = req.keep_alive and not self._shutting_down and not self._closing and req.body.complete
         headers = parts.headers
+        app_closes = self._take_connection_header(headers)
+        keep_alive = (
+            req.keep_alive and not app_closes and not self._shutting_down and not self._closing and req.body.complete
+        )
         headers.append(("Date", http_date()))
         version = req.version if req.version in ("1.0", "1.1") else "1.1"
-        if parts.body is not None:
-            self._add_connection_header(headers, keep_alive, version)
+        chunked = False
+        if parts.body is None:
+            has_length = any(name.lower() == "content-length" for name, _ in headers)
+            chunked = not has_length and version == "1.1"
+            if chunked:
+                headers.append(("Transfer-Encoding", "chunked"))
+            elif not has_length:
+                keep_alive = False
+        self._add_connection_header(headers, keep_alive, version)
+        try:
             head = format_head(parts.status, parts.reason, headers, version)
+        except UnicodeEncodeError:
+            logger.exception(
+                "The response to %s %s has a header that is not latin-1; sending 500 instead.",
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
+            )
+            if parts.stream is not None:
+                await parts.stream.aclose()
+            self._write_rejection(_Rejection(500, "Internal Server Error", version))
+            return False
+        if parts.body is not None:
             if len(parts.body) < 65536:
                 self.transport.write(head + parts.body)
             else:
@@ -464,14 +487,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             if self._write_paused:
                 await self._drain()
             return keep_alive
-        has_length = any(name.lower() == "content-length" for name, _ in headers)
-        chunked = not has_length and version == "1.1"
-        if chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
-        elif not has_length:
-            keep_alive = False
-        self._add_connection_header(headers, keep_alive, version)
-        self.transport.write(format_head(parts.status, parts.reason, headers, version))
+        self.transport.write(head)
         try:
             async for chunk in parts.stream:
                 if chunked:
@@ -485,9 +501,23 @@ class KyoukaiProtocol(asyncio.Protocol):
         except Exception:
             logger.exception("The streaming body of %s %s failed; closing the connection.", environ["REQUEST_METHOD"], environ["PATH_INFO"])
             return False
+        finally:
+            # Run the app's clean-up now, not whenever the generator is garbage collected.
+            await parts.stream.aclose()
         if chunked:
             self.transport.write(b"0\r\n\r\n")
         return keep_alive
+
+    @staticmethod
+    def _take_connection_header(headers: list[tuple[str, str]]) -> bool:
+        """Remove the app's ``Connection`` headers (the server sends its own); whether one said ``close``."""
+        close = False
+        for i in range(len(headers) - 1, -1, -1):
+            name, value = headers[i]
+            if name.lower() == "connection":
+                close = close or "close" in value.lower()
+                del headers[i]
+        return close
 
     @staticmethod
     def _add_connection_header(headers: list[tuple[str, str]], keep_alive: bool, version: str) -> None:
@@ -514,10 +544,19 @@ class KyoukaiProtocol(asyncio.Protocol):
             self.transport.write(_CONTINUE)
 
     async def _drain(self) -> None:
+        """Wait until the client reads; drop it if it reads nothing for ``send_timeout``."""
         if self.transport.is_closing():
             raise ConnectionResetError("the connection is closing")
         self._drain_waiter = self.loop.create_future()
         try:
-            await self._drain_waiter
+            await asyncio.wait_for(self._drain_waiter, self.settings.send_timeout)
+        except TimeoutError:
+            logger.info(
+                "Dropped the connection from %s: it read nothing for send_timeout=%ss.",
+                self.peer,
+                self.settings.send_timeout,
+            )
+            self.transport.abort()
+            raise ConnectionResetError("send_timeout exceeded") from None
         finally:
             self._drain_waiter = None
