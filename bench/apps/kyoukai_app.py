@@ -1,0 +1,27 @@
+"""The benchmark app for Kyoukai: a small page, a 1 MiB download and an upload that counts bytes."""
+
+from werkzeug.wrappers import Response
+
+from kyoukai import Kyoukai
+
+#: The body of ``GET /``.
+HELLO = "Hello, world!\n"
+#: The body of ``GET /big``: 1 MiB.
+BIG = b"x" * (1024 * 1024)
+
+app = Kyoukai("bench")
+
+
+@app.route("/")
+async def index(ctx):
+    return HELLO
+
+
+@app.route("/big")
+async def big(ctx):
+    return Response(BIG, content_type="application/octet-stream")
+
+
+@app.route("/upload", methods=["POST"])
+async def upload(ctx):
+    return str(len(ctx.request.get_data()))

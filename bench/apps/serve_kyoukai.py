@@ -1,0 +1,55 @@
+"""
+Serve ``kyoukai_app`` on one port until killed: HTTP/2 over TLS, cleartext HTTP/2 with prior
+knowledge (h2c), or HTTP/1.1.
+
+    python bench/apps/serve_kyoukai.py --protocol h2c --port 8443 [--uvloop]
+"""
+
+import argparse
+import asyncio
+import logging
+
+from asphalt.core import Context
+from kyoukai_app import app
+
+from kyoukai import KyoukaiComponent
+from kyoukai.backends.http2 import H2KyoukaiComponent
+
+
+def make_component(args: argparse.Namespace):
+    if args.protocol == "h1":
+        return KyoukaiComponent(app, "127.0.0.1", args.port)
+    if args.protocol == "h2c":
+        return H2KyoukaiComponent(app, ip="127.0.0.1", port=args.port)
+    return H2KyoukaiComponent(app, args.keyfile, args.certfile, ip="127.0.0.1", port=args.port)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    component = make_component(args)
+    async with Context() as ctx:
+        await component.start(ctx)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=("h2", "h2c", "h1"), required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile")
+    parser.add_argument("--keyfile")
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    if args.protocol == "h2" and not (args.certfile and args.keyfile):
+        parser.error("--protocol h2 (TLS) needs --certfile and --keyfile")
+    logging.basicConfig(level=logging.WARNING)
+    loop_factory = None
+    if args.uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

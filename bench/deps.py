@@ -1,0 +1,45 @@
+"""Install what the benchmark needs, only when it is missing: a no-op on a prepared machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Import name -> pip requirement.
+PYTHON_PACKAGES = {"hypercorn": "hypercorn", "matplotlib": "matplotlib", "cryptography": "cryptography"}
+
+
+def ensure_dependencies(*, uvloop: bool) -> None:
+    """
+    pip-install the missing Python packages (and Kyoukai itself, editable, from this checkout),
+    and apt-get ``nghttp2-client`` when ``h2load`` is not on ``PATH``.
+    """
+    wanted = dict(PYTHON_PACKAGES, uvloop="uvloop") if uvloop else PYTHON_PACKAGES
+    missing = [req for name, req in wanted.items() if importlib.util.find_spec(name) is None]
+    if importlib.util.find_spec("kyoukai") is None:
+        missing += ["-e", str(REPO)]
+    if missing:
+        print(f"installing {' '.join(missing)} with pip", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+        importlib.invalidate_caches()
+    if shutil.which("h2load") is None:
+        install_h2load()
+
+
+def install_h2load() -> None:
+    """``apt-get install nghttp2-client``, as root or through sudo."""
+    if shutil.which("apt-get") is None:
+        sys.exit("h2load is not installed and there is no apt-get: install nghttp2 (it provides h2load) by hand")
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    if prefix and shutil.which("sudo") is None:
+        sys.exit("h2load is not installed: run `apt-get install nghttp2-client` as root")
+    print("installing nghttp2-client (h2load) with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run([*prefix, "apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run([*prefix, "apt-get", "install", "-y", "-q", "nghttp2-client"], check=True, env=env)

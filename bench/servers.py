@@ -1,0 +1,170 @@
+"""
+The servers under test: a self-signed certificate, the command line of each server, and one
+running server process (start, readiness, peak RSS, stop).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APPS = Path(__file__).resolve().parent / "apps"
+REPO = APPS.parent.parent
+HOST = "127.0.0.1"
+SERVERS = ("kyoukai", "hypercorn")
+#: Seconds a server gets to accept TCP connections on its port.
+READY_TIMEOUT = 30.0
+#: Seconds a server gets to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 3.0
+
+
+class ServerError(RuntimeError):
+    """A server did not start, or died while under load."""
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for ``localhost`` / ``127.0.0.1``; return ``(certfile, keyfile)``."""
+    # Imported here: deps.ensure_dependencies() may have just installed Kyoukai and cryptography.
+    from kyoukai import devcert
+
+    return tuple(devcert.write(directory, days=1))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def server_command(
+    server: str, protocol: str, port: int, certs: tuple[Path, Path] | None, uvloop: bool
+) -> tuple[list[str], Path]:
+    """
+    The command line and working directory serving the bench app with ``server``.
+
+    :param protocol: ``"h2"`` (HTTP/2 over TLS), ``"h2c"`` (cleartext, prior knowledge) or ``"h1"``.
+    :param certs: ``(certfile, keyfile)``, needed for ``"h2"``.
+    """
+    tls = protocol == "h2"
+    if tls and certs is None:
+        raise ValueError("HTTP/2 over TLS needs a certificate")
+    if server == "kyoukai":
+        cmd = [sys.executable, str(APPS / "serve_kyoukai.py"), "--protocol", protocol, "--port", str(port)]
+        if tls:
+            cmd += ["--certfile", str(certs[0]), "--keyfile", str(certs[1])]
+        if uvloop:
+            cmd.append("--uvloop")
+        return cmd, REPO
+    if server == "hypercorn":
+        # The hypercorn CLI (plus a reason phrase on HTTP/1.1 responses, see serve_hypercorn.py).
+        # One bind serves h11 and h2c (prior knowledge) in cleartext, or h2 by ALPN with TLS.
+        cmd = [sys.executable, "serve_hypercorn.py", "--config", "hypercorn.toml", "--bind", f"{HOST}:{port}"]
+        if tls:
+            cmd += ["--certfile", str(certs[0]), "--keyfile", str(certs[1])]
+        cmd += ["--worker-class", "uvloop" if uvloop else "asyncio", "asgi_app:app"]
+        return cmd, APPS
+    raise ValueError(f"unknown server {server!r}; expected one of {SERVERS}")
+
+
+class ServerProcess:
+    """
+    One server process, started fresh, in its own process group. Use as a context manager: the
+    process is stopped on exit, whatever happened.
+
+    :param cpu: the core to pin the server to with ``taskset``, or ``None``.
+    :param log_path: where the server's stdout and stderr go.
+    """
+
+    def __init__(self, cmd: list[str], cwd: Path, port: int, cpu: int | None, log_path: Path) -> None:
+        self.cmd = (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
+        self.cwd = cwd
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the server and wait until its port accepts connections."""
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.cmd,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Poll the port until it accepts a connection; raise if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive("while starting")
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ServerError(
+                        f"{self.cmd_text()} did not listen on {HOST}:{self.port} within {timeout}s\n{self.log_tail()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def check_alive(self, when: str) -> None:
+        """Raise :class:`ServerError` with the server's output if the process has exited."""
+        code = self.process.poll() if self.process else None
+        if code is not None:
+            raise ServerError(f"{self.cmd_text()} exited with code {code} {when}\n{self.log_tail()}")
+
+    def peak_rss_kib(self) -> int | None:
+        """The process's peak resident set size (``VmHWM``) in KiB, or ``None`` if unreadable."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited within ``STOP_TIMEOUT``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(STOP_TIMEOUT)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the server wrote."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no server output)"
+        tail = text.splitlines()[-lines:]
+        return "server output:\n" + "\n".join(tail) if tail else "(no server output)"
+
+    def cmd_text(self) -> str:
+        return " ".join(self.cmd)
