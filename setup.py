@@ -21,9 +21,12 @@ setup(
         "werkzeug>=3.1,<3.2",
         "h2>=4.1,<5",
         "httptools>=0.6,<1",
+        # Only for python -m kyoukai.devcert (the development certificate); never imported otherwise.
+        "cryptography>=42",
     ],
     extras_require={
         "uvloop": ["uvloop>=0.19"],
+        "docs": ["sphinx>=7"],
         "test": [
             "pytest>=8",
             "pytest-asyncio>=0.24",
@@ -32,6 +35,8 @@ setup(
             "trustme>=1.1",
             "hyperframe>=6",
             "ruff>=0.6",
+            # CI builds the docs (tests/test_docs.py).
+            "sphinx>=7",
         ],
     },
     entry_points={
