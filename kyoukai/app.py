@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from asphalt.core import Context, run_application
-from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
 
@@ -153,8 +153,11 @@ class Kyoukai:
             if request.method == "OPTIONS":
                 return self._options_response(e.valid_methods)
             logger.debug("No rule for %s %s allows the method.", request.method, request.path)
+            ctx.bp = self.root.find_by_path(request.path)
             return await self.handle_httpexception(ctx, e, environ)
-        except NotFound as e:
+        except HTTPException as e:
+            # NotFound, and the other routing errors (e.g. a websocket request to a plain rule);
+            # the blueprint whose prefix the path falls under handles them.
             ctx.bp = self.root.find_by_path(request.path)
             return await self.handle_httpexception(ctx, e, environ)
 

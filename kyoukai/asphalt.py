@@ -10,12 +10,14 @@ import os
 import socket
 import ssl
 import sys
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 from asphalt.core import Component, Context, Signal, resolve_reference
 
 from kyoukai.app import Kyoukai
 from kyoukai.events import ConnectionLostEvent, ConnectionMadeEvent
+from kyoukai.metrics import Metrics
 from kyoukai.settings import ServerSettings
 from kyoukai.tls import create_server_context
 
@@ -50,6 +52,12 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
     connection_made = Signal(ConnectionMadeEvent)
     connection_lost = Signal(ConnectionLostEvent)
 
+    #: The components currently serving, in this process.
+    running: ClassVar[weakref.WeakSet[KyoukaiBaseComponent]] = weakref.WeakSet()
+    #: Listening sockets handed over by a process manager (the gunicorn worker): a component
+    #: started while this is set listens on the one bound to its port instead of binding.
+    inherited_sockets: ClassVar[list[socket.socket]] = []
+
     def __init__(self, app: Kyoukai | str, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
         if not isinstance(app, Kyoukai):
             app = resolve_app_reference(app)
@@ -62,8 +70,16 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         self.cfg = cfg
         #: The limits and timeouts, from the config keys.
         self.settings = ServerSettings.from_config(cfg)
-        #: The :class:`asyncio.Server`, once started.
+        #: The :class:`asyncio.Server`, once started (the first, when serving several sockets).
         self.server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        #: Already-bound sockets to serve instead of binding ``ip:port``.
+        self.listen_sockets: list[socket.socket] | None = None
+        #: Bind with ``SO_REUSEPORT`` so several processes can serve one port (config key
+        #: ``reuse_port``).
+        self.reuse_port = bool(cfg.get("reuse_port", False))
+        #: Traffic counters (see :class:`~.Metrics`).
+        self.metrics = Metrics()
         #: The context the component was started in; parent of every request context.
         self.base_context: Context | None = None
         #: The protocol objects of the open connections.
@@ -85,12 +101,14 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
     def connection_opened(self, protocol: Any) -> None:
         """Record a new connection and dispatch ``connection_made``."""
         self.connections.add(protocol)
+        self.metrics.connections_opened += 1
         self.connection_made.dispatch(protocol=protocol)
 
     def connection_closed(self, protocol: Any) -> None:
         """Forget a connection and dispatch ``connection_lost``."""
         if protocol in self.connections:
             self.connections.discard(protocol)
+            self.metrics.connections_closed += 1
             self.connection_lost.dispatch(protocol=protocol)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
@@ -109,15 +127,18 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         # The TLS handshake comes before any protocol timer runs: bound it by header_timeout too,
         # or a client that never finishes it holds a socket for asyncio's default 60 s.
         handshake_timeout = self.settings.header_timeout if ssl_context is not None else None
-        self.server = await loop.create_server(
-            protocol_factory,
-            self.ip,
-            self.port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=handshake_timeout,
-            backlog=1024,
-        )
+        options: dict[str, Any] = {"ssl": ssl_context, "ssl_handshake_timeout": handshake_timeout, "backlog": 1024}
+        sockets = self.listen_sockets or self._take_inherited_sockets()
+        if sockets:
+            self._servers = [await loop.create_server(protocol_factory, sock=sock, **options) for sock in sockets]
+        else:
+            server = await loop.create_server(
+                protocol_factory, self.ip, self.port, reuse_port=self.reuse_port or None, **options
+            )
+            self._servers = [server]
+        self.server = self._servers[0]
         self.port = self.server.sockets[0].getsockname()[1]
+        KyoukaiBaseComponent.running.add(self)
         ctx.add_teardown_callback(self.stop)
         scheme = "https" if ssl_context is not None else "http"
         logger.info("Kyoukai serving %s on %s://%s:%d.", self.describe(), scheme, self.ip or "*", self.port)
@@ -126,6 +147,14 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         """What this component serves, for the start-up log line."""
         return "HTTP/1.1"
 
+    def _take_inherited_sockets(self) -> list[socket.socket]:
+        """The inherited sockets bound to this component's port (all of them if it has port 0)."""
+        inherited = KyoukaiBaseComponent.inherited_sockets
+        mine = [s for s in inherited if s.getsockname()[1] == self.port] or (inherited if len(inherited) == 1 else [])
+        for sock in mine:
+            inherited.remove(sock)
+        return mine
+
     async def stop(self) -> None:
         """
         Stop accepting connections, let in-flight requests finish within ``shutdown_timeout``,
@@ -133,8 +162,10 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         """
         if self.server is None:
             return
-        server, self.server = self.server, None
-        server.close()
+        servers, self._servers, self.server = self._servers, [], None
+        KyoukaiBaseComponent.running.discard(self)
+        for server in servers:
+            server.close()
         self._all_closed = asyncio.Event()
         for protocol in list(self.connections):
             protocol.shutdown()
@@ -149,7 +180,8 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
                 )
                 for protocol in list(self.connections):
                     protocol.abort()
-        await server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
 
 
 class KyoukaiComponent(KyoukaiBaseComponent):

@@ -59,6 +59,16 @@ class HTTPRequestContext(Context):
         if bound is not None and bound.listeners:
             bound.dispatch(ctx=self, **kwargs)
 
+    async def send_informational(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """
+        Send a 1xx response before the final one, e.g. ``await ctx.send_informational(103,
+        [("link", "</app.css>; rel=preload")])`` for Early Hints. A no-op where the protocol
+        cannot (HTTP/1.0, or no server).
+        """
+        sender = getattr(self.proto, "send_informational", None)
+        if sender is not None:
+            await sender(self.environ, status, headers)
+
     def url_for(self, endpoint: str, *, method: str | None = None, **values: Any) -> str:
         """Build the URL of ``endpoint`` for this request's environment."""
         return self.app.url_for(self.environ, endpoint, method=method, **values)

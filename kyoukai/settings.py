@@ -6,8 +6,12 @@ their limits from a :class:`ServerSettings`; the components build it from their 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger("kyoukai")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -68,6 +72,12 @@ class ServerSettings:
             (or outside the range HTTP/2 allows).
         """
         values: dict[str, Any] = {}
+        names = [field.name for field in dataclasses.fields(cls)]
+        for key in config:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.85)
+                if close:
+                    logger.warning("Unknown config key %r: did you mean %r?", key, close[0])
         for field in dataclasses.fields(cls):
             if field.name not in config:
                 continue

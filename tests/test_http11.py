@@ -556,10 +556,6 @@ class TestUpgradeIgnored:
             assert response.body == b"up"
             assert client.read_response().body == b"hello"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="app._dispatch lets werkzeug's WebsocketMismatch (a 400) escape from root.match: 500 and a traceback",
-    )
     def test_websocket_upgrade_to_a_plain_route_is_not_a_server_error(self, server: RunningServer) -> None:
         with RawClient(server.port) as client:
             client.send(request("GET", "/", {"Connection": "Upgrade", "Upgrade": "websocket"}))

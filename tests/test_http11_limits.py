@@ -348,10 +348,6 @@ class TestConnectionSignals:
 class TestSendTimeoutOverHTTP2:
     """The HTTP/2 counterpart of the slow-reader test above, on the same component and settings."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="kyoukai/backends/http2.py ignores send_timeout: a stream whose window never opens waits forever",
-    )
     def test_zero_window_stream_is_given_up(self) -> None:
         from h2client import H2Client
         from hyperframe.frame import SettingsFrame

@@ -216,11 +216,6 @@ class TestStreams:
         assert client.data_frames(sid) == []
         assert stream.header("content-length") == str(len(get.data))
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AttributeError,
-        reason="Not supported yet: no API for a handler to send a 1xx (103 Early Hints) before its response",
-    )
     def test_early_hints_before_the_response(self) -> None:
         app = Kyoukai("hints")
         failures: list[BaseException] = []

@@ -29,6 +29,7 @@ from hyperframe.frame import GoAwayFrame
 from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
+from kyoukai.backends.h2_guard import ConnectionGuard, Violation
 from kyoukai.body import RequestBody
 from kyoukai.tls import create_server_context
 from kyoukai.wsgi import http_date, prepare_response, to_wsgi_environment
@@ -161,8 +162,19 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.parent_context = parent_context
         self.settings = component.settings
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                validate_inbound_headers=True,
+                # Response headers are built here (lowercase names, no connection-specific
+                # fields, values checked by werkzeug), so h2's outbound checks are skipped.
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
+        #: The abuse budgets of this connection.
+        self.guard = ConnectionGuard(component.settings)
+        self.metrics = component.metrics
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Open streams by id.
@@ -180,6 +192,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._draining = False
         self._last_stream_id = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._block_timer: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     # asyncio callbacks
 
@@ -259,9 +275,20 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self.metrics.bytes_in += len(data)
         if not self._preface_checked:
             if not self._check_preface(data):
                 return
+        violation = self.guard.feed(data)
+        if violation is not None:
+            self._calm_down(violation)
+            return
+        if self.guard.header_block_open:
+            if self._block_timer is None:
+                self._block_timer = self.loop.call_later(self.settings.header_timeout, self._on_header_block_timeout)
+        elif self._block_timer is not None:
+            self._block_timer.cancel()
+            self._block_timer = None
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
@@ -299,6 +326,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._cancel_timer()
+        if self._block_timer is not None:
+            self._block_timer.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         for state in list(self.streams.values()):
             state.abort()
             state.close()
@@ -312,10 +344,15 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.component.connection_closed(self)
 
     def pause_writing(self) -> None:
+        # Stop reading too: what the client sends next (PINGs, SETTINGS) would only queue
+        # more acknowledgements behind the data it does not read.
         self._write_paused = True
+        self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if not self._closed:
+            self.transport.resume_reading()
         waiters = self._writable_waiters
         while waiters and not self._write_paused:
             waiter = waiters.popleft()
@@ -348,8 +385,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         """A request head arrived: open its :class:`H2State` and start its handler."""
         stream_id = event.stream_id
         self._last_stream_id = max(self._last_stream_id, stream_id)
+        self.metrics.streams_opened += 1
         if self._draining:
-            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id)
             return
         if len(self.streams) >= self.settings.max_concurrent_streams:
             logger.info(
@@ -358,7 +396,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
                 self.peer,
                 self.settings.max_concurrent_streams,
             )
-            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id)
             return
         self._cancel_timer()
         state = H2State(event.headers, stream_id, self)
@@ -428,6 +466,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         state = self.streams.pop(event.stream_id, None)
         if state is None:
             return
+        self.metrics.streams_reset += 1
         self._release(state)
         if state.task is not None:
             state.task.cancel()
@@ -535,6 +574,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         state = self.streams.pop(stream_id, None)
         if state is None:
             return
+        if state.headers_sent:
+            self.metrics.requests += 1
         if not state.closed and not state.complete and not self._closed:
             # RFC 9113 section 8.1: a complete response may end a request not fully sent.
             self._reset(stream_id, ErrorCodes.NO_ERROR)
@@ -638,7 +679,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
                 raise _StreamClosed from e
             if window <= 0:
-                await state.wait_for_window()
+                await self._wait_for_window(state)
                 continue
             frame_size = conn.max_outbound_frame_size
             budget = min(window, len(view))
@@ -658,34 +699,116 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             if not view and end_stream:
                 return
 
+    async def _wait_for_window(self, state: H2State) -> None:
+        try:
+            await asyncio.wait_for(state.wait_for_window(), self.settings.send_timeout)
+        except asyncio.TimeoutError:
+            logger.info(
+                "Reset stream %d from %s: its flow-control window stayed closed for send_timeout=%ss.",
+                state.stream_id,
+                self.peer,
+                self.settings.send_timeout,
+            )
+            self._reset(state.stream_id, ErrorCodes.CANCEL)
+            self._flush()
+            raise _StreamClosed from None
+
     async def _wait_writable(self) -> None:
         waiter = self.loop.create_future()
         self._writable_waiters.append(waiter)
-        await waiter
+        try:
+            await asyncio.wait_for(waiter, self.settings.send_timeout)
+        except asyncio.TimeoutError:
+            if not self._closed:
+                logger.info(
+                    "Dropped the connection from %s: it read nothing for send_timeout=%ss.",
+                    self.peer,
+                    self.settings.send_timeout,
+                )
+                self.abort()
+            raise _StreamClosed from None
+
+    async def send_informational(self, environ: dict[str, Any], status: int, headers: list[tuple[str, str]]) -> None:
+        """Send a 1xx response (e.g. 103 Early Hints) on the request's stream before its response."""
+        state = environ.get("wsgi.input")
+        if not isinstance(state, H2State) or state.protocol is not self or not 100 <= status < 200:
+            raise ValueError("send_informational needs the environ of a request on this connection and a 1xx status")
+        if state.headers_sent or state.closed or self._closed:
+            return
+        block = [(":status", str(status))]
+        block.extend((name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC)
+        try:
+            self.conn.send_headers(state.stream_id, block)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self._flush()
 
     # writing and closing
 
     def raw_write(self, data: bytes) -> None:
-        """Write bytes to the transport as they are."""
+        """Write bytes to the transport as they are, after anything already queued."""
         if not self._closed and data:
+            self._write_pending()
             self.transport.write(data)
+            self.metrics.bytes_out += len(data)
 
     def _flush(self) -> None:
-        """Send what h2 has queued, in one write."""
+        """
+        Queue what h2 has to send. Small amounts go out once per event-loop iteration, so the
+        frames of many streams share one write; past 64 KiB they go out at once, so the
+        transport's backpressure is seen by the sender.
+        """
         data = self.conn.data_to_send()
-        if data and not self._closed:
-            self.transport.write(data)
+        if not data or self._closed:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= 65536:
+            self._write_pending()
+        elif self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending, size = self._pending, self._pending_size
+        if not pending:
+            return
+        self._pending = []
+        self._pending_size = 0
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(pending) == 1:
+            transport.write(pending[0])
+        else:
+            transport.writelines(pending)
+        self.metrics.bytes_out += size
 
     def _flush_raw(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        self._flush()
+        self._write_pending()
 
     def _reset(self, stream_id: int, code: ErrorCodes) -> None:
         try:
             self.conn.reset_stream(stream_id, code)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            pass
+            return
+        if code != ErrorCodes.NO_ERROR:
+            violation = self.guard.count_reset()
+            if violation is not None:
+                self._calm_down(violation)
+
+    def _refuse(self, stream_id: int) -> None:
+        """Refuse one stream (REFUSED_STREAM): the client may retry it elsewhere."""
+        self.metrics.streams_refused += 1
+        self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+
+    def _calm_down(self, violation: Violation) -> None:
+        """A budget is exhausted: log which, then GOAWAY ENHANCE_YOUR_CALM and close."""
+        logger.warning("Closing the HTTP/2 connection from %s: %s.", self.peer, violation.message)
+        self.close(violation.error_code)
 
     def close(self, error_code: int = 0) -> None:
         """
@@ -694,6 +817,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         """
         if self._closed:
             return
+        self.metrics.goaways[_code_name(error_code)] += 1
         if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
             self.conn.close_connection(error_code=error_code, last_stream_id=self._last_stream_id)
         # Otherwise h2 ended the connection on a protocol error and its GOAWAY is already queued:
@@ -717,6 +841,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             return
         self._draining = True
         self._flush()
+        self.metrics.goaways["NO_ERROR"] += 1
         self.raw_write(GoAwayFrame(0, last_stream_id=self._last_stream_id, error_code=0).serialize())
         self._maybe_idle()
 
@@ -729,6 +854,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if self.streams or self._closed:
             return
         if self._draining:
+            self._flush_raw()
             self._closed = True
             self.transport.close()
         else:
@@ -753,6 +879,16 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self.settings.header_timeout,
         )
         self.close(ErrorCodes.SETTINGS_TIMEOUT if self._preface_checked else ErrorCodes.PROTOCOL_ERROR)
+
+    def _on_header_block_timeout(self) -> None:
+        self._block_timer = None
+        if self.guard.header_block_open and not self._closed:
+            self._calm_down(
+                Violation(
+                    ErrorCodes.ENHANCE_YOUR_CALM,
+                    f"a header block left unfinished for header_timeout={self.settings.header_timeout}s",
+                )
+            )
 
     def _on_idle_timeout(self) -> None:
         self._timer = None

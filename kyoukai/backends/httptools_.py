@@ -87,6 +87,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self.app = component.app
         self.parent_context = parent_context
         self.settings = component.settings
+        self.metrics = component.metrics
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -130,6 +131,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._failed or self._handed_over:
             return
+        self.metrics.bytes_in += len(data)
         if not self._seen_bytes and self._prefers_preface_check():
             data = self._prefix + data
             if len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
@@ -479,21 +481,26 @@ class KyoukaiProtocol(asyncio.Protocol):
                 await parts.stream.aclose()
             self._write_rejection(_Rejection(500, "Internal Server Error", version))
             return False
+        metrics = self.metrics
+        metrics.requests += 1
         if parts.body is not None:
             if len(parts.body) < 65536:
                 self.transport.write(head + parts.body)
             else:
                 self.transport.writelines((head, parts.body))
+            metrics.bytes_out += len(head) + len(parts.body)
             if self._write_paused:
                 await self._drain()
             return keep_alive
         self.transport.write(head)
+        metrics.bytes_out += len(head)
         try:
             async for chunk in parts.stream:
                 if chunked:
                     self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                 else:
                     self.transport.write(chunk)
+                metrics.bytes_out += len(chunk)
                 if self._write_paused:
                     await self._drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -538,6 +545,14 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._closing = True
         self.transport.write(head + body)
         self.transport.close()
+
+    async def send_informational(self, environ: dict[str, Any], status: int, headers: list[tuple[str, str]]) -> None:
+        """Send a 1xx response (e.g. 103 Early Hints) before the final one; HTTP/1.1 clients only."""
+        if not 100 < status < 200 or status == 101:
+            raise ValueError(f"send_informational needs a 1xx status other than 101, not {status}")
+        if environ.get("SERVER_PROTOCOL") != "HTTP/1.1" or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(format_head(status, reason_phrase(status), headers, "1.1"))
 
     def _send_continue(self, body: RequestBody) -> None:
         if not body.complete and self.transport is not None and not self.transport.is_closing():
