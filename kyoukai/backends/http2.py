@@ -580,6 +580,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             # RFC 9113 section 8.1: a complete response may end a request not fully sent.
             self._reset(stream_id, ErrorCodes.NO_ERROR)
         self._release(state)
+        state.release()
+        # werkzeug's request and its environ point at each other; cut the cycle so the request
+        # (and the body it cached) is freed now rather than at the next cyclic collection.
+        environ.pop("werkzeug.request", None)
         self._flush()
         self._maybe_idle()
 

@@ -424,6 +424,9 @@ class KyoukaiProtocol(asyncio.Protocol):
                     return
                 keep_alive = await self._answer(item)
                 self._queue.popleft()
+                item.body.release()
+                # Cut werkzeug's request <-> environ cycle so the request is freed now.
+                item.environ.pop("werkzeug.request", None)
                 if not keep_alive:
                     self._closing = True
                     self.transport.close()
