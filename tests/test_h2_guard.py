@@ -31,7 +31,7 @@ class FakeClock:
 def make_guard(**settings: object) -> tuple[ConnectionGuard, FakeClock]:
     clock = FakeClock()
     guard = ConnectionGuard(ServerSettings(**settings), clock)
-    assert guard.feed(PREFACE) is None
+    assert guard.feed(PREFACE + SettingsFrame(0).serialize()) is None
     return guard, clock
 
 
@@ -133,4 +133,12 @@ def test_frames_split_at_any_byte_are_counted_once() -> None:
     )
     for byte in range(len(stream)):
         assert guard.feed(stream[byte : byte + 1]) is None
-    assert guard.frame_counts == {4: 1, 1: 1, 0: 1, 6: 1}
+    assert guard.frame_counts == {4: 2, 1: 1, 0: 1, 6: 1}
+
+
+def test_preface_must_be_followed_by_settings() -> None:
+    guard = ConnectionGuard(ServerSettings())
+    violation = guard.feed(PREFACE + PingFrame(0).serialize())
+    assert violation is not None and violation.error_code == ErrorCodes.PROTOCOL_ERROR
+    guard = ConnectionGuard(ServerSettings())
+    assert guard.feed(PREFACE + SettingsFrame(0, flags=["ACK"]).serialize()) is not None

@@ -32,6 +32,7 @@ FRAME_HEADER_LENGTH = 9
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM = 0x1
+ACK = 0x1
 END_HEADERS = 0x4
 #: WINDOW_UPDATE increments below this are counted as control frames: real clients return
 #: credit in large steps, a flood of tiny increments is work for nothing.
@@ -83,6 +84,7 @@ class ConnectionGuard:
         self._partial = bytearray()
         self._payload_left = 0
         self._block_size = 0
+        self._first_frame = True
         #: Whether a header block is open (HEADERS seen, END_HEADERS not yet).
         self.header_block_open = False
         #: Frames seen, by type.
@@ -120,6 +122,13 @@ class ConnectionGuard:
         return None
 
     def _check(self, frame_type: int, flags: int, length: int, data: bytes, pos: int) -> Violation | None:
+        if self._first_frame:
+            # RFC 9113 section 3.4: the preface ends with a SETTINGS frame (h2 does not check).
+            self._first_frame = False
+            if frame_type != SETTINGS or flags & ACK:
+                return Violation(ErrorCodes.PROTOCOL_ERROR, "the connection preface is not followed by SETTINGS")
+            self.frame_counts[SETTINGS] = 1
+            return None
         counts = self.frame_counts
         counts[frame_type] = counts.get(frame_type, 0) + 1
         if frame_type == DATA:

@@ -30,6 +30,7 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_guard import ConnectionGuard, Violation
+from kyoukai.backends.h2_validation import check_request_headers, check_trailers
 from kyoukai.body import RequestBody
 from kyoukai.tls import create_server_context
 from kyoukai.wsgi import http_date, prepare_response, to_wsgi_environment
@@ -165,7 +166,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
-                validate_inbound_headers=True,
+                # Request headers are checked by check_request_headers (one pass, and a malformed
+                # request is a stream error, not a connection error).
+                validate_inbound_headers=False,
                 # Response headers are built here (lowercase names, no connection-specific
                 # fields, values checked by werkzeug), so h2's outbound checks are skipped.
                 validate_outbound_headers=False,
@@ -386,6 +389,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         stream_id = event.stream_id
         self._last_stream_id = max(self._last_stream_id, stream_id)
         self.metrics.streams_opened += 1
+        problem = check_request_headers(event.headers)
+        if problem is not None:
+            logger.info("Reset stream %d from %s: malformed request (%s).", stream_id, self.peer, problem)
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
         if self._draining:
             self._refuse(stream_id)
             return
@@ -431,6 +439,12 @@ class H2KyoukaiProtocol(asyncio.Protocol):
 
     def trailers_received(self, event: h2.events.TrailersReceived) -> None:
         """Request trailers: kept in the environ as ``kyoukai.trailers``."""
+        problem = check_trailers(event.headers)
+        if problem is not None:
+            logger.info("Reset stream %d from %s: malformed trailers (%s).", event.stream_id, self.peer, problem)
+            self._reset(event.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._drop_stream(event.stream_id)
+            return
         state = self.streams.get(event.stream_id)
         if state is not None:
             state.environ["kyoukai.trailers"] = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.headers]
@@ -463,14 +477,19 @@ class H2KyoukaiProtocol(asyncio.Protocol):
 
     def stream_reset(self, event: h2.events.StreamReset) -> None:
         """The client reset a stream: cancel its handler and free its state."""
-        state = self.streams.pop(event.stream_id, None)
+        if self._drop_stream(event.stream_id):
+            self.metrics.streams_reset += 1
+
+    def _drop_stream(self, stream_id: int) -> bool:
+        """Forget a stream that is gone: cancel its handler, free its state."""
+        state = self.streams.pop(stream_id, None)
         if state is None:
-            return
-        self.metrics.streams_reset += 1
+            return False
         self._release(state)
         if state.task is not None:
             state.task.cancel()
         self._maybe_idle()
+        return True
 
     def connection_terminated(self, event: h2.events.ConnectionTerminated) -> None:
         """The client sent GOAWAY: h2 will send nothing more, so stop every stream and close."""
@@ -810,8 +829,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
 
     def _calm_down(self, violation: Violation) -> None:
-        """A budget is exhausted: log which, then GOAWAY ENHANCE_YOUR_CALM and close."""
-        logger.warning("Closing the HTTP/2 connection from %s: %s.", self.peer, violation.message)
+        """A budget is exhausted (or the preface is wrong): log it, then GOAWAY and close."""
+        level = logging.WARNING if violation.error_code == ErrorCodes.ENHANCE_YOUR_CALM else logging.INFO
+        logger.log(level, "Closing the HTTP/2 connection from %s: %s.", self.peer, violation.message)
         self.close(violation.error_code)
 
     def close(self, error_code: int = 0) -> None:
