@@ -7,12 +7,21 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule, Submount
+from werkzeug.routing import Map, MapAdapter, Rule, Submount
 
 from kyoukai.route import DEFAULT_METHODS, HOOK_TYPES, Route
 from kyoukai.routegroup import RouteGroup, get_rg_bp
 
 logger = logging.getLogger("kyoukai")
+
+#: Map adapters kept per distinct host/scheme (bounded: hosts come from clients).
+_ADAPTER_CACHE_SIZE = 256
+
+
+def _wsgi_str(value: str) -> str:
+    """A WSGI (latin-1) string as the text it encodes, as werkzeug decodes it."""
+    return value.encode("latin-1").decode(errors="replace")
+
 
 #: The host pattern given to rules without a host when host matching is on.
 ANY_HOST_ARG = "kyoukai_any_host"
@@ -54,6 +63,7 @@ class Blueprint:
         #: The :class:`werkzeug.routing.Map` built by :meth:`finalize`.
         self.map: Map | None = None
         self._endpoints: dict[str, Route] = {}
+        self._adapters: dict[tuple, MapAdapter] = {}
         if parent is not None:
             parent.add_child(self)
 
@@ -305,7 +315,29 @@ class Blueprint:
         :raises werkzeug.exceptions.MethodNotAllowed: rules match the path but not the method.
         :raises werkzeug.routing.RequestRedirect: the URL should be redirected (slashes).
         """
-        adapter = self.finalize().bind_to_environ(environment)
-        rule, params = adapter.match(return_rule=True)
+        rule_map = self.finalize()
+        env = environment
+        key = (
+            env.get("HTTP_HOST"),
+            env.get("SERVER_NAME"),
+            env.get("SERVER_PORT"),
+            env.get("wsgi.url_scheme"),
+            env.get("SCRIPT_NAME"),
+            env.get("HTTP_UPGRADE"),
+            env.get("HTTP_CONNECTION"),
+        )
+        adapters = self._adapters
+        adapter = adapters.get(key)
+        if adapter is None or adapter.map is not rule_map:
+            # Binding parses the host and scheme: done once per distinct host, not per request.
+            if len(adapters) >= _ADAPTER_CACHE_SIZE:
+                adapters.clear()
+            adapter = adapters[key] = rule_map.bind_to_environ(env)
+        rule, params = adapter.match(
+            path_info=_wsgi_str(env.get("PATH_INFO", "")),
+            method=env["REQUEST_METHOD"],
+            query_args=_wsgi_str(env.get("QUERY_STRING", "")),
+            return_rule=True,
+        )
         params.pop(ANY_HOST_ARG, None)
         return self._endpoints[rule.endpoint], params, rule

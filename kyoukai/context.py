@@ -55,9 +55,11 @@ class HTTPRequestContext(Context):
         Dispatch one of this context's signals, skipping the event's construction when nobody
         listens (asphalt binds signals per instance, so most requests have no listener).
         """
-        bound = getattr(type(self), signal_name).bound_signals.get(self)
-        if bound is not None and bound.listeners:
-            bound.dispatch(ctx=self, **kwargs)
+        bound_signals = getattr(type(self), signal_name).bound_signals
+        if bound_signals:
+            bound = bound_signals.get(self)
+            if bound is not None and bound.listeners:
+                bound.dispatch(ctx=self, **kwargs)
 
     async def send_informational(self, status: int, headers: list[tuple[str, str]]) -> None:
         """

@@ -634,14 +634,28 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         state.start_response(str(parts.status), parts.headers)
         headers = state.get_response_headers()
         headers.append(("date", http_date()))
-        ends_now = parts.stream is None and not parts.body
+        body = parts.body
+        ends_now = parts.stream is None and not body
         self._send_headers(state, headers, ends_now)
         if parts.stream is not None:
+            self._flush()
             state._response_body = parts.stream
             await self.sending_loop(state.stream_id)
-        elif parts.body:
-            state._response_body = parts.body
-            await self.sending_loop(state.stream_id)
+        elif body:
+            conn = self.conn
+            stream_id = state.stream_id
+            if (
+                not self._write_paused
+                and len(body) <= conn.max_outbound_frame_size
+                and len(body) <= conn.local_flow_control_window(stream_id)
+            ):
+                # A small body that the windows allow now: one frame, no sending loop.
+                conn.send_data(stream_id, body, end_stream=True)
+                self._flush()
+                return
+            self._flush()
+            state._response_body = body
+            await self.sending_loop(stream_id)
 
     def _send_headers(self, state: H2State, headers: list[tuple[str, str]], end_stream: bool) -> None:
         if state.closed or self._closed:
@@ -651,7 +665,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
             raise _StreamClosed from e
         state.headers_sent = True
-        self._flush()
+        if end_stream:
+            self._flush()
 
     async def sending_loop(self, stream_id: int) -> None:
         """
