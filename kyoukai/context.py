@@ -56,7 +56,7 @@ class HTTPRequestContext(Context):
         listens (asphalt binds signals per instance, so most requests have no listener).
         """
         bound_signals = getattr(type(self), signal_name).bound_signals
-        if bound_signals:
+        if bound_signals.data:  # the WeakKeyDictionary's own dict: the cheapest emptiness check
             bound = bound_signals.get(self)
             if bound is not None and bound.listeners:
                 bound.dispatch(ctx=self, **kwargs)

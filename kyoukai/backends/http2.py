@@ -30,6 +30,7 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_guard import ConnectionGuard, Violation
+from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
 from kyoukai.body import RequestBody
 from kyoukai.tls import create_server_context
@@ -264,7 +265,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
                 SettingCodes.ENABLE_PUSH: 0,
             },
         )
-        self.conn.decoder.max_header_list_size = settings.max_header_size
+        # HPACK coders that remember repeated header blocks (see h2_hpack); the tables are
+        # still empty here, so swapping them in keeps both ends in step.
+        self.conn.encoder = MemoEncoder()
+        self.conn.decoder = MemoDecoder(settings.max_header_size)
         self.conn.max_inbound_frame_size = settings.max_frame_size
 
     def _allow_extra_streams(self) -> None:

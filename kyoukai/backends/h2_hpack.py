@@ -1,0 +1,98 @@
+"""
+HPACK with memory of repeated header blocks.
+
+Most responses of a server repeat the header list of the one before (same content type, same
+``server``, same date within a second), and most requests of a client repeat their header
+block byte for byte once every field is in the dynamic table. While the dynamic table is
+unchanged, the same input codes to the same output, so these subclasses of hpack's
+:class:`~hpack.Encoder` and :class:`~hpack.Decoder` remember the blocks they coded without
+touching the table, and forget everything as soon as the table changes (an entry added, a
+size change). Every block that adds to the table still goes through hpack itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from hpack import Decoder, Encoder
+from hpack.table import HeaderTable
+
+#: Blocks remembered per connection and direction, and the largest block remembered.
+MEMO_ENTRIES = 64
+MEMO_MAX_BLOCK = 1024
+
+
+class VersionedHeaderTable(HeaderTable):
+    """A dynamic table that counts its changes in :attr:`version`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.version += 1
+        super().add(name, value)
+
+    def _set_maxsize(self, newmax: int) -> None:
+        self.version += 1
+        HeaderTable.maxsize.fset(self, newmax)
+
+    maxsize = property(HeaderTable.maxsize.fget, _set_maxsize)
+
+
+class MemoEncoder(Encoder):
+    """An HPACK encoder that reuses the encoding of a header list seen since the table last changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = VersionedHeaderTable()
+        self._memo: dict[tuple, bytes] = {}
+        self._memo_version = 0
+
+    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
+        headers = list(headers)
+        table = self.header_table
+        if table.version != self._memo_version:
+            self._memo.clear()
+            self._memo_version = table.version
+        # Only plain tuples: hpack's HeaderTuple subclasses carry an "indexable" flag that
+        # changes the encoding but not the tuple's equality.
+        key = (huffman, *headers) if all(type(h) is tuple for h in headers) else None
+        if key is not None and not self.table_size_changes:
+            cached = self._memo.get(key)
+            if cached is not None:
+                return cached
+        version = table.version
+        encoded = super().encode(headers, huffman)
+        if key is not None and table.version == version and len(self._memo) < MEMO_ENTRIES:
+            self._memo[key] = encoded
+        return encoded
+
+
+class MemoDecoder(Decoder):
+    """An HPACK decoder that reuses the decoding of a header block seen since the table last changed."""
+
+    def __init__(self, max_header_list_size: int = 2**16) -> None:
+        super().__init__(max_header_list_size)
+        self.header_table = VersionedHeaderTable()
+        self._memo: dict[tuple[bytes, bool], list] = {}
+        self._memo_state: tuple[int, int] = (0, max_header_list_size)
+
+    def decode(self, data: bytes, raw: bool = False) -> list:
+        table = self.header_table
+        state = (table.version, self.max_header_list_size)
+        if state != self._memo_state:
+            self._memo.clear()
+            self._memo_state = state
+        key = (bytes(data), raw) if len(data) <= MEMO_MAX_BLOCK else None
+        if key is not None:
+            cached = self._memo.get(key)
+            if cached is not None:
+                return list(cached)
+        version = table.version
+        headers = list(super().decode(data, raw))
+        if key is not None and table.version == version and len(self._memo) < MEMO_ENTRIES:
+            self._memo[key] = headers
+            return list(headers)
+        return headers
