@@ -196,14 +196,16 @@ async def iter_response_body(response: Response) -> AsyncIterator[bytes]:
     try:
         if hasattr(payload, "__aiter__"):
             async for chunk in payload:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode(charset)
+                if not isinstance(chunk, bytes):
+                    # str is encoded; a bytearray is copied, as the generator may reuse it
+                    # before the backend has written it.
+                    chunk = chunk.encode(charset) if isinstance(chunk, str) else bytes(chunk)
                 if chunk:
                     yield chunk
         else:
             for chunk in payload:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode(charset)
+                if not isinstance(chunk, bytes):
+                    chunk = chunk.encode(charset) if isinstance(chunk, str) else bytes(chunk)
                 if chunk:
                     yield chunk
     finally:
