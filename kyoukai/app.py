@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from asphalt.core import Context, run_application
@@ -10,9 +11,11 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
 
+from kyoukai.accesslog import RESPONSE_KEY, START_KEY, AccessLog
 from kyoukai.blueprint import Blueprint
 from kyoukai.body import RequestBody
 from kyoukai.context import HTTPRequestContext
+from kyoukai.proxy import TrustedProxies, apply_forwarded
 from kyoukai.util import SERVER_TOKEN
 
 if TYPE_CHECKING:
@@ -70,6 +73,10 @@ class Kyoukai:
         self.debug = False
         #: Extra configuration (the component's keys are merged in when it starts).
         self.config: dict[str, Any] = kwargs
+        #: The proxies whose forwarding headers are believed (config key ``forwarded_allow_ips``).
+        self.trusted_proxies = TrustedProxies()
+        #: The access log (config key ``access_log_format``).
+        self.access_log = AccessLog()
 
     def __getattr__(self, item: str) -> Any:
         if item in _ROOT_FORWARDED:
@@ -88,12 +95,13 @@ class Kyoukai:
     def finalize(self, **map_options: Any) -> Map:
         """Build the routing map (see :meth:`.Blueprint.finalize`)."""
         self.debug = bool(self.config.get("debug", False))
+        self.trusted_proxies = TrustedProxies.from_config(self.config)
+        self.access_log = AccessLog.from_config(self.config)
         return self.root.finalize(**map_options)
 
     def log_route(self, request: Request, code: int) -> None:
-        """Log one handled request."""
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("%s %s - %s", request.method, request.path, code)
+        """Log one handled request on the ``kyoukai.access`` logger (see :mod:`kyoukai.accesslog`)."""
+        self.access_log.log(request, code)
 
     async def handle_httpexception(
         self, ctx: HTTPRequestContext, exception: HTTPException, environ: dict | None = None
@@ -129,6 +137,9 @@ class Kyoukai:
         """
         if not self.root.finalized:
             self.finalize()
+        request.environ[START_KEY] = time.perf_counter()
+        if self.trusted_proxies:
+            apply_forwarded(request, self.trusted_proxies)
         ctx = self.context_class(parent_context, request)
         ctx.app = self
         async with ctx:
@@ -140,6 +151,7 @@ class Kyoukai:
             if self.config.get("server_header", True):
                 result.headers["Server"] = SERVER_TOKEN
                 result.headers["X-Powered-By"] = SERVER_TOKEN
+            request.environ[RESPONSE_KEY] = result
             self.log_route(request, result.status_code)
             return result
 

@@ -150,7 +150,9 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
     def _take_inherited_sockets(self) -> list[socket.socket]:
         """The inherited sockets bound to this component's port (all of them if it has port 0)."""
         inherited = KyoukaiBaseComponent.inherited_sockets
-        mine = [s for s in inherited if s.getsockname()[1] == self.port] or (inherited if len(inherited) == 1 else [])
+        mine = [s for s in inherited if s.getsockname()[1] == self.port]
+        if not mine and len(inherited) == 1:
+            mine = list(inherited)  # a copy: the loop below empties the list it iterates otherwise
         for sock in mine:
             inherited.remove(sock)
         return mine

@@ -1,35 +1,55 @@
 """
-A gunicorn worker that serves a Kyoukai app (HTTP/1.1 and HTTP/2) on gunicorn's sockets.
+Gunicorn workers that serve a Kyoukai app (HTTP/1.1 and HTTP/2) on gunicorn's sockets.
 
 ::
 
     gunicorn -k kyoukai.backends.gunicorn.KyoukaiWorker -w 4 -b 127.0.0.1:8000 myapp:app
     gunicorn -k kyoukai.backends.gunicorn.KyoukaiWorker --certfile cert.pem --keyfile key.pem \\
         --http-protocols h1,h2 myapp:app
-    gunicorn -k kyoukai.backends.gunicorn.KyoukaiWorker -w 2 config.yml
+    gunicorn -k kyoukai.backends.gunicorn.KyoukaiWorker -w 2 -b 127.0.0.1:8000 config.yml
 
 With ``myapp:app`` each worker serves the app through a :class:`~.KyoukaiComponent`: TLS from
-``--certfile``/``--keyfile``, HTTP/2 when ``--http-protocols`` includes ``h2`` (ALPN on TLS;
-prior knowledge and h2c upgrade on cleartext), limits from the app's config keys. With an
-asphalt ``config.yml`` each worker starts the configured root component, and the Kyoukai
-components in it listen on gunicorn's sockets.
+``--certfile``/``--keyfile``; HTTP/2 when ``--http-protocols`` includes ``h2`` (ALPN over TLS;
+prior knowledge and ``Upgrade: h2c`` on cleartext); the trusted proxies from
+``--forwarded-allow-ips`` (gunicorn's default: ``127.0.0.1,::1``; ``''`` trusts none) unless the
+app's config has ``forwarded_allow_ips``; every other config key (limits,
+``access_log_format``...) from the app's config (``Kyoukai("app", max_body_size=...)``). With an asphalt ``config.yml`` (a path
+ending in ``.yml`` or ``.yaml``) each worker starts the root component of the file, and the
+Kyoukai components in it serve gunicorn's sockets: each takes the socket bound to its
+``port``, or the only one.
 
-Graceful reload (``HUP``) and stop (``TERM``) send GOAWAY / finish in-flight requests within
-``--graceful-timeout``; ``--max-requests`` recycles a worker the same way; the heartbeat keeps
-gunicorn's ``--timeout`` satisfied while the event loop runs.
+Signals, as gunicorn defines them: ``TERM`` (and the old workers of a ``HUP`` reload, and
+``--max-requests`` recycling) stops gracefully: no new connections, HTTP/2 clients get GOAWAY,
+requests in progress get ``--graceful-timeout`` (less a second) to finish. ``INT`` and
+``QUIT`` drop the connections and exit. A heartbeat runs on the event loop, so a worker whose
+loop is blocked for ``--timeout`` seconds is killed and replaced.
+
+Logging: Kyoukai's log lines go to gunicorn's error log (unless ``config.yml`` has a
+``logging`` section, which then applies as under ``asphalt run``), and the ``kyoukai.access``
+lines to ``--access-logfile`` when it is given (in Kyoukai's format, see
+:mod:`kyoukai.accesslog`; ``--access-logformat`` is not used).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import logging.config
 import os
 import signal
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from asphalt.core import Context
-from asphalt.core.component import component_types
+from asphalt.core.cli import binary_file_constructor, env_constructor, text_file_constructor
+from asphalt.core.component import Component, component_types
+from asphalt.core.runner import policies
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
 from gunicorn.workers.base import Worker
+from ruamel.yaml import YAML
 
 from kyoukai.app import Kyoukai
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent, resolve_app_reference
@@ -37,91 +57,241 @@ from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent, resolve_app_
 _CONFIG_SUFFIXES = (".yml", ".yaml")
 
 
-def _http2_wanted(cfg: Any) -> bool:
-    protocols = getattr(cfg, "http_protocols", None) or ()
-    if isinstance(protocols, str):
-        protocols = [p.strip() for p in protocols.split(",")]
-    return "h2" in protocols or os.environ.get("KYOUKAI_HTTP2", "").lower() in ("1", "true", "yes")
+def load_asphalt_config(path: str) -> dict[str, Any]:
+    """
+    Read an asphalt configuration file as ``asphalt run`` does (the ``!Env``, ``!TextFile`` and
+    ``!BinaryFile`` tags; a ``services`` section, picked by ``ASPHALT_SERVICE`` or its
+    ``default``) and return the ``run_application`` keyword arguments.
+    """
+    yaml = YAML(typ="safe")
+    yaml.constructor.add_constructor("!Env", env_constructor)
+    yaml.constructor.add_constructor("!TextFile", text_file_constructor)
+    yaml.constructor.add_constructor("!BinaryFile", binary_file_constructor)
+    config = yaml.load(Path(path))
+    if not isinstance(config, dict):
+        raise AppImportError(f"{path}: the document root element must be a mapping")
+    services = dict(config.pop("services", None) or {})
+    if "component" in config:
+        services.setdefault("default", {"component": config.pop("component")})
+    name = os.getenv("ASPHALT_SERVICE") or (next(iter(services)) if len(services) == 1 else "default")
+    if name not in services:
+        raise AppImportError(f"{path}: no service {name!r} (and no top-level 'component')")
+    service = services[name]
+    merged = {**config, **service}
+    if "component" not in merged:
+        raise AppImportError(f"{path}: the service {name!r} has no 'component'")
+    return merged
 
 
 class KyoukaiWorker(Worker):
-    """A gunicorn worker running an asyncio event loop with Kyoukai's protocols."""
+    """A gunicorn worker running an asyncio event loop that serves Kyoukai's protocols."""
+
+    #: Makes the event loop of each worker.
+    loop_factory: Any = staticmethod(asyncio.new_event_loop)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: The asphalt configuration, in ``config.yml`` mode.
+        self.asphalt_config: dict[str, Any] | None = None
+        #: The components serving this worker's sockets, once started.
+        self.served: list[KyoukaiBaseComponent] = []
+        self._stop_requested: asyncio.Event | None = None
+        self._quick = False
+
+    # start-up (in the worker process)
+
+    def _app_uri(self) -> str:
+        uri = getattr(self.app, "app_uri", None) or self.cfg.wsgi_app
+        if not uri:
+            raise AppImportError("KyoukaiWorker needs an app reference (module:attribute) or an asphalt config.yml")
+        return uri
 
     def load_wsgi(self) -> None:
-        # Kyoukai apps are not WSGI callables: resolve the app (or the asphalt config) ourselves.
-        uri = getattr(self.app, "app_uri", None) or self.cfg.wsgi_app
-        if uri is None:
-            raise RuntimeError("KyoukaiWorker needs an app reference (module:attribute) or a config.yml")
-        self.app_uri = uri
-        self.wsgi = None if uri.endswith(_CONFIG_SUFFIXES) else resolve_app_reference(uri)
+        # A Kyoukai app is not a WSGI callable: resolve it (or use the asphalt config) here.
+        uri = self._app_uri()
+        if uri.endswith(_CONFIG_SUFFIXES):
+            self.wsgi = None
+            return
+        try:
+            app = resolve_app_reference(uri)
+        except (ImportError, AttributeError, ValueError, LookupError) as e:
+            raise AppImportError(f"cannot load the app {uri!r}: {e}") from e
+        if not isinstance(app, Kyoukai):
+            raise AppImportError(f"{uri!r} is {app!r}, not a Kyoukai application")
+        self.wsgi = app
+
+    def init_signals(self) -> None:
+        # Called by gunicorn's init_process once the environment is set, before the app loads:
+        # the event loop is made here, so that the signal handlers run on it.
+        uri = self._app_uri()
+        if uri.endswith(_CONFIG_SUFFIXES):
+            self.asphalt_config = load_asphalt_config(uri)
+            policy_name = self.asphalt_config.get("event_loop_policy")
+            if policy_name:
+                self.loop_factory = policies.resolve(policy_name)().new_event_loop
+        self.loop = loop = self.loop_factory()
+        asyncio.set_event_loop(loop)
+        self._stop_requested = asyncio.Event()
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        loop.add_signal_handler(signal.SIGTERM, self._request_stop, False)
+        loop.add_signal_handler(signal.SIGINT, self._request_stop, True)
+        loop.add_signal_handler(signal.SIGQUIT, self._request_stop, True)
+        loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
+        loop.add_signal_handler(signal.SIGABRT, self._abort)
+        # Gunicorn's master sends WINCH to itself only; a worker ignores it.
+        loop.add_signal_handler(signal.SIGWINCH, lambda: None)
+
+    def _request_stop(self, quick: bool) -> None:
+        if quick and not self._quick:
+            self._quick = True
+            self.cfg.worker_int(self)
+            for component in self.served:
+                for protocol in list(component.connections):
+                    protocol.abort()
+        self.alive = False
+        self._stop_requested.set()
+
+    def _abort(self) -> None:
+        self.alive = False
+        self.cfg.worker_abort(self)
+        sys.exit(1)
+
+    # serving
 
     def run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        loop = self.loop
         try:
-            loop.run_until_complete(self._serve())
+            status = loop.run_until_complete(self._serve())
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
-        sys.exit(0)
+        if status:
+            sys.exit(status)
 
-    def _components(self) -> tuple[Any, list[KyoukaiBaseComponent]]:
-        """The root component to start and the Kyoukai components that serve the sockets."""
-        sockets = [s.sock for s in self.sockets]
-        if self.wsgi is None:
-            import yaml
-
-            with open(self.app_uri) as f:
-                config = yaml.safe_load(f)
-            root = component_types.create_object(**config["component"])
-            KyoukaiBaseComponent.inherited_sockets = sockets
-            return root, []
-        app: Kyoukai = self.wsgi
-        options: dict[str, Any] = dict(app.config)
-        options["http2"] = _http2_wanted(self.cfg)
-        if self.cfg.is_ssl:
-            options["ssl"] = {"enabled": True, "ssl_certfile": self.cfg.certfile, "ssl_keyfile": self.cfg.keyfile}
-        options["shutdown_timeout"] = self.cfg.graceful_timeout
-        component = KyoukaiComponent(app, **options)
-        component.listen_sockets = sockets
-        return component, [component]
-
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-
-        def graceful(*_: Any) -> None:
-            self.alive = False
-            stop.set()
-
-        def quick(*_: Any) -> None:
-            self.alive = False
-            self.cfg.worker_int(self)
-            stop.set()
-
-        loop.add_signal_handler(signal.SIGTERM, graceful)
-        loop.add_signal_handler(signal.SIGQUIT, quick)
-        loop.add_signal_handler(signal.SIGINT, quick)
-        loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
-        loop.add_signal_handler(signal.SIGABRT, quick)
-
-        root, served = self._components()
-        ctx = Context()
-        async with ctx:
-            await root.start(ctx)
-            served = served or list(KyoukaiBaseComponent.running)
-            interval = max(0.1, min(1.0, self.timeout / 4 if self.timeout else 1.0))
-            while self.alive:
-                self.notify()
-                if self.ppid != os.getppid():
-                    self.log.info("Parent changed, shutting down: %s", self)
-                    break
-                if sum(c.metrics.requests for c in served) >= self.max_requests:
-                    self.log.info("Autorestarting worker after current request (max_requests=%s).", self.max_requests)
-                    break
+    async def _serve(self) -> int:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            async with Context() as ctx:
                 try:
-                    await asyncio.wait_for(stop.wait(), interval)
-                except asyncio.TimeoutError:
-                    pass
+                    root = self._root_component()
+                    await root.start(ctx)
+                except Exception:
+                    self.log.exception("The Kyoukai worker could not start its components.")
+                    return Arbiter.WORKER_BOOT_ERROR
+                self.served = self.served or list(KyoukaiBaseComponent.running)
+                self._check_config()
+                await self._run_until_stopped()
+                # Leaving the context runs each component's graceful stop.
+        finally:
+            heartbeat.cancel()
+        return 0
+
+    def _root_component(self) -> Component:
+        sockets = [listener.sock for listener in self.sockets]
+        if self.asphalt_config is not None:
+            self._configure_logging(self.asphalt_config.get("logging"))
+            KyoukaiBaseComponent.inherited_sockets = sockets
+            return component_types.create_object(**self.asphalt_config["component"])
+        self._configure_logging(None)
+        app: Kyoukai = self.wsgi
+        component = KyoukaiComponent(app, **self.component_options(app))
+        component.listen_sockets = sockets
+        self.served = [component]
+        return component
+
+    def component_options(self, app: Kyoukai) -> dict[str, Any]:
+        """The config of the :class:`~.KyoukaiComponent` serving ``app``: its config and gunicorn's settings."""
+        cfg = self.cfg
+        options: dict[str, Any] = dict(app.config)
+        options["http2"] = "h2" in (cfg.http_protocols or ())
+        if cfg.is_ssl:
+            options["ssl"] = {"enabled": True, "ssl_certfile": cfg.certfile, "ssl_keyfile": cfg.keyfile}
+        graceful = float(cfg.graceful_timeout)
+        options["shutdown_timeout"] = max(graceful - 1.0, graceful / 2, 0.1)
+        options.setdefault("forwarded_allow_ips", list(cfg.forwarded_allow_ips))
+        return options
+
+    def _configure_logging(self, config: Any) -> None:
+        """Kyoukai's loggers into gunicorn's logs, or the ``logging`` section of ``config.yml``."""
+        gunicorn_log = self.log
+        if config is None:
+            kyoukai_logger = logging.getLogger("kyoukai")
+            for handler in gunicorn_log.error_log.handlers:
+                kyoukai_logger.addHandler(handler)
+            kyoukai_logger.setLevel(gunicorn_log.error_log.level)
+            kyoukai_logger.propagate = False
+        elif isinstance(config, dict):
+            logging.config.dictConfig({**config, "disable_existing_loggers": False})
+        elif config is True or isinstance(config, int):
+            logging.basicConfig(level=logging.INFO if config is True else config)
+        access = logging.getLogger("kyoukai.access")
+        if self.cfg.accesslog is not None:
+            for handler in gunicorn_log.access_log.handlers:
+                access.addHandler(handler)
+            access.setLevel(logging.INFO)
+            access.propagate = False
+        elif config is None:
+            # gunicorn without --access-logfile logs no requests.
+            access.setLevel(logging.WARNING)
+
+    def _check_config(self) -> None:
+        """Warn about sockets no component took, and drains gunicorn would cut short."""
+        graceful = self.cfg.graceful_timeout
+        for component in self.served:
+            if component.settings.shutdown_timeout >= graceful:
+                self.log.warning(
+                    "shutdown_timeout=%ss is not below gunicorn's --graceful-timeout=%ss: gunicorn may kill "
+                    "the worker before its requests finish.",
+                    component.settings.shutdown_timeout,
+                    graceful,
+                )
+        for sock in KyoukaiBaseComponent.inherited_sockets:
+            self.log.warning(
+                "gunicorn listens on %s but no Kyoukai component in the config serves it (give one that port).",
+                _describe(sock),
+            )
+        KyoukaiBaseComponent.inherited_sockets = []
+
+    async def _run_until_stopped(self) -> None:
+        """Wait for a stop signal, a parent change or ``--max-requests``."""
+        check_every = 0.1 if self.max_requests < sys.maxsize else self._heartbeat_interval()
+        while self.alive:
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                return
+            handled = sum(component.metrics.requests for component in self.served)
+            if handled >= self.max_requests:
+                self.log.info("Autorestarting worker after current request (max_requests=%s).", self.max_requests)
+                return
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), check_every)
+            except TimeoutError:
+                pass
+
+    def _heartbeat_interval(self) -> float:
+        # gunicorn gives the worker half of --timeout; beat at least twice within it.
+        return min(self.timeout / 2, 1.0) if self.timeout else 1.0
+
+    async def _heartbeat(self) -> None:
+        """Tell the master this worker's loop runs, until the worker exits (draining included)."""
+        interval = self._heartbeat_interval()
+        while True:
             self.notify()
-        # Leaving the context ran the components' graceful stop (GOAWAY, then drain).
+            await asyncio.sleep(interval)
+
+
+class KyoukaiUVLoopWorker(KyoukaiWorker):
+    """:class:`KyoukaiWorker` on `uvloop <https://github.com/MagicStack/uvloop>`_."""
+
+    @staticmethod
+    def loop_factory() -> asyncio.AbstractEventLoop:
+        import uvloop
+
+        return uvloop.new_event_loop()
+
+
+def _describe(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)

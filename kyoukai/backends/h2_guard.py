@@ -85,6 +85,9 @@ class ConnectionGuard:
         self._payload_left = 0
         self._block_size = 0
         self._first_frame = True
+        #: Offsets, in the bytes last fed, of WINDOW_UPDATE increments with the reserved bit
+        #: set (see :meth:`clear_reserved_bits`).
+        self.reserved_bits: list[int] = []
         #: Whether a header block is open (HEADERS seen, END_HEADERS not yet).
         self.header_block_open = False
         #: Frames seen, by type.
@@ -94,6 +97,8 @@ class ConnectionGuard:
         """Scan the next bytes received; the first budget they exhaust, if any."""
         pos = 0
         end = len(data)
+        if self.reserved_bits:
+            self.reserved_bits = []
         if self._skip:
             pos = min(self._skip, end)
             self._skip -= pos
@@ -131,6 +136,8 @@ class ConnectionGuard:
             return None
         counts = self.frame_counts
         counts[frame_type] = counts.get(frame_type, 0) + 1
+        if frame_type == SETTINGS and flags & ACK and length:
+            return Violation(ErrorCodes.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload (RFC 9113 section 6.5)")
         if frame_type == DATA:
             if length == 0 and not flags & END_STREAM:
                 return self._spend_control("empty DATA")
@@ -149,12 +156,26 @@ class ConnectionGuard:
         elif frame_type == RST_STREAM:
             return self.count_reset("RST_STREAM from the client")
         elif frame_type == WINDOW_UPDATE:
-            increment = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF if len(data) >= pos + 4 else 0
+            increment = 0
+            if len(data) >= pos + 4:
+                if data[pos] & 0x80 and length == 4:
+                    self.reserved_bits.append(pos)
+                increment = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
             if increment < SMALL_WINDOW_INCREMENT:
                 return self._spend_control("small WINDOW_UPDATE")
         elif frame_type in (SETTINGS, PING, PRIORITY) or frame_type > CONTINUATION:
             return self._spend_control("SETTINGS/PING/PRIORITY/unknown")
         return None
+
+    def clear_reserved_bits(self, data: bytes) -> bytes:
+        """
+        ``data`` with the reserved bit of the WINDOW_UPDATE increments found by the last
+        :meth:`feed` cleared: RFC 9113 section 6.9 says to ignore it, hyperframe rejects it.
+        """
+        fixed = bytearray(data)
+        for pos in self.reserved_bits:
+            fixed[pos] &= 0x7F
+        return bytes(fixed)
 
     def _check_block(self) -> Violation | None:
         if self._block_size > self._max_block:

@@ -22,11 +22,15 @@ CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connectio
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 
 
-def check_request_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """What makes this request header block malformed, or ``None`` if it is valid."""
+def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = False) -> str | None:
+    """
+    What makes this request header block malformed, or ``None`` if it is valid. ``ended``: the
+    HEADERS frame carried END_STREAM (so there is no body to match a content-length).
+    """
     pseudo: dict[bytes, bytes] = {}
     regular_seen = False
     host = None
+    content_length = None
     for name, value in headers:
         if name[:1] == b":":
             if regular_seen:
@@ -50,6 +54,8 @@ def check_request_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             return "te field other than 'trailers'"
         if name == b"host":
             host = value
+        elif name == b"content-length":
+            content_length = value
     method = pseudo.get(b":method")
     if method is None:
         return "no :method"
@@ -65,6 +71,8 @@ def check_request_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     authority = pseudo.get(b":authority")
     if host is not None and authority is not None and host != authority:
         return "host differs from :authority"
+    if ended and content_length is not None and content_length.strip(b"0"):
+        return f"content-length {content_length!r} on a request without a body"
     return None
 
 

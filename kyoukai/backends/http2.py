@@ -26,6 +26,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from hpack.exceptions import HPACKError
 from hyperframe.frame import GoAwayFrame
 from werkzeug.exceptions import InternalServerError
 
@@ -69,6 +70,14 @@ def _code_name(code: int) -> str:
 
 #: A DATA frame header: 24-bit length (as 16 + 8 bits), type 0, no flags, stream id.
 _DATA_FRAME_HEADER = struct.Struct(">HBBBL")
+
+
+def _with_goaway_code(data: bytes, error_code: int) -> bytes:
+    """``data`` with the error code of the GOAWAY frame that ends it (if it does) replaced."""
+    frame_start = len(data) - 17
+    if frame_start >= 0 and data[frame_start : frame_start + 5] == b"\x00\x00\x08\x07\x00":
+        return data[:-4] + error_code.to_bytes(4, "big")
+    return data
 
 
 class _StreamClosed(Exception):
@@ -295,6 +304,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if violation is not None:
             self._calm_down(violation)
             return
+        if self.guard.reserved_bits:
+            data = self.guard.clear_reserved_bits(data)
         if self.guard.header_block_open:
             if self._block_timer is None:
                 self._block_timer = self.loop.call_later(self.settings.header_timeout, self._on_header_block_timeout)
@@ -305,6 +316,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            cause = e.__cause__ or e.__context__
+            if code == ErrorCodes.PROTOCOL_ERROR and isinstance(cause, HPACKError):
+                # RFC 9113 section 4.3: an undecodable field block is a COMPRESSION_ERROR.
+                code = ErrorCodes.COMPRESSION_ERROR
             logger.info("Closing the HTTP/2 connection from %s: %s (error code %s).", self.peer, e, _code_name(code))
             self.close(code)
             return
@@ -398,7 +413,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         stream_id = event.stream_id
         self._last_stream_id = max(self._last_stream_id, stream_id)
         self.metrics.streams_opened += 1
-        problem = check_request_headers(event.headers)
+        problem = check_request_headers(event.headers, event.stream_ended is not None)
         if problem is not None:
             logger.info("Reset stream %d from %s: malformed request (%s).", stream_id, self.peer, problem)
             self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
@@ -890,9 +905,12 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.metrics.goaways[_code_name(error_code)] += 1
         if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
             self.conn.close_connection(error_code=error_code, last_stream_id=self._last_stream_id)
-        # Otherwise h2 ended the connection on a protocol error and its GOAWAY is already queued:
-        # a second one would contradict its last stream id.
-        self._flush_raw()
+            self._flush_raw()
+        else:
+            # h2 ended the connection on a protocol error and queued its GOAWAY (a second one
+            # would contradict its last stream id); only its error code may need correcting.
+            self._pending.append(_with_goaway_code(self.conn.data_to_send(), error_code))
+            self._write_pending()
         self._closed = True
         for state in list(self.streams.values()):
             self._release(state)

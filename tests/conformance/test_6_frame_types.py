@@ -174,7 +174,6 @@ def test_settings_are_acknowledged(client):
     client.read_until(lambda: client.settings_acks > before)
 
 
-@gaps.SETTINGS_ACK_PAYLOAD
 def test_settings_ack_with_payload(client):
     """A SETTINGS ACK with a payload: connection error FRAME_SIZE_ERROR."""
     client.send_with_probe(frame(SETTINGS, 0x1, 0, b"\0\x03\0\0\0\x64"))

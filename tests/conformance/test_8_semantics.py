@@ -110,7 +110,6 @@ def test_content_length_mismatch(target, client, length, chunks):
     expect_malformed(target, client, stream_id)
 
 
-@gaps.CONTENT_LENGTH_NO_DATA
 def test_content_length_with_head_only_request(target, client):
     """content-length: 5 on a request that ends with its HEADERS (no DATA): stream error PROTOCOL_ERROR."""
     stream_id = send_head(client, client.head("/echo", "POST", [("content-length", "5")]))
