@@ -27,7 +27,8 @@ import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hpack.exceptions import HPACKError
-from hyperframe.frame import GoAwayFrame
+from h2.stream import StreamClosedBy
+from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
@@ -78,6 +79,28 @@ def _with_goaway_code(data: bytes, error_code: int) -> bytes:
     if frame_start >= 0 and data[frame_start : frame_start + 5] == b"\x00\x00\x08\x07\x00":
         return data[:-4] + error_code.to_bytes(4, "big")
     return data
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """
+    h2's connection with one correction: RFC 9113 section 5.1 says an endpoint ignores the
+    frames it receives on a stream it has reset, where h2 answers every DATA frame on it with
+    another RST_STREAM (a client still uploading would get one per frame).
+    """
+
+    _reset_earlier = False
+
+    def _receive_data_frame(self, frame: Any) -> tuple[list, list]:
+        # Whether we had reset this stream before this frame came (rather than this frame
+        # being the stream error that resets it now).
+        self._reset_earlier = self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM
+        return super()._receive_data_frame(frame)
+
+    def _handle_data_on_closed_stream(self, events: list, exc: Exception, frame: Any) -> tuple[list, list]:
+        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+        if self._reset_earlier:
+            frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
+        return frames, events
 
 
 class _StreamClosed(Exception):
@@ -177,7 +200,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.app: Kyoukai = component.app
         self.parent_context = parent_context
         self.settings = component.settings
-        self.conn = h2.connection.H2Connection(
+        self.conn = _H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,

@@ -14,10 +14,3 @@ CLIENT_GOAWAY = pytest.mark.xfail(
     reason="on a client's GOAWAY the server cancels the open streams and closes the socket at once: "
     "no response to the request sent just before, and no GOAWAY of its own",
 )
-
-#: RFC 9113 section 5.1: frames on a stream the server reset MUST be ignored.
-LATE_FRAMES_AFTER_RESET = pytest.mark.xfail(
-    strict=True,
-    reason="each DATA frame arriving on a stream the server reset is answered with RST_STREAM "
-    "STREAM_CLOSED (one per frame) instead of being ignored",
-)

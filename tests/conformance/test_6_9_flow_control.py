@@ -238,7 +238,6 @@ def late_data(client, ids: list[int], size: int) -> bytes:
     return b"".join(out)
 
 
-@gaps.LATE_FRAMES_AFTER_RESET
 def test_data_on_stream_reset_by_server_is_ignored(target, client):
     """
     DATA the client sent before it saw the server's RST_STREAM MUST be ignored (RFC 9113 section
