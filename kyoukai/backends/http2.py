@@ -88,6 +88,9 @@ class _H2Connection(h2.connection.H2Connection):
     another RST_STREAM (a client still uploading would get one per frame).
     """
 
+    #: How many closed streams h2 remembers (to tell a late frame from a protocol error); h2's
+    #: 65,536 costs several MiB per long-lived connection.
+    MAX_CLOSED_STREAMS = 4096
     _reset_earlier = False
 
     def _receive_data_frame(self, frame: Any) -> tuple[list, list]:
@@ -650,6 +653,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         # werkzeug's request and its environ point at each other; cut the cycle so the request
         # (and the body it cached) is freed now rather than at the next cyclic collection.
         environ.pop("werkzeug.request", None)
+        environ.pop("wsgi.input", None)  # the other cycle: the state holds the environ
         self._flush()
         self._maybe_idle()
 
