@@ -165,6 +165,13 @@ class ResponseParts(NamedTuple):
     stream: AsyncIterator[bytes] | None
 
 
+def _has_content_length(headers: list[tuple[str, str]]) -> bool:
+    for name, _ in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            return True
+    return False
+
+
 def prepare_response(response: Response, environ: dict[str, Any]) -> ResponseParts:
     """
     Split a werkzeug response into status, headers and either a complete body (with
@@ -180,7 +187,8 @@ def prepare_response(response: Response, environ: dict[str, Any]) -> ResponsePar
             body = payload[0]
         else:
             body = b"".join(response.iter_encoded())
-        if status not in _NO_BODY_STATUSES and status >= 200 and "Content-Length" not in response.headers:
+        # (Scanning the list: a miss in werkzeug's Headers raises and catches an exception.)
+        if status not in _NO_BODY_STATUSES and status >= 200 and not _has_content_length(headers):
             headers.append(("Content-Length", str(len(body))))
         return ResponseParts(status, reason_phrase(status), headers, b"" if no_body else body, None)
     if no_body:
