@@ -94,10 +94,14 @@ class ServerSettings:
 
     def _check_http2_ranges(self) -> None:
         if not 16 * KiB <= self.max_frame_size <= 16 * MiB - 1:
-            raise ValueError(f"config key 'max_frame_size' must be between 16384 and 16777215, not {self.max_frame_size}")
+            raise ValueError(
+                f"config key 'max_frame_size' must be between 16384 and 16777215, not {self.max_frame_size}"
+            )
         for key in ("stream_window_size", "connection_window_size"):
             value = getattr(self, key)
             if value > 2**31 - 1:
                 raise ValueError(f"config key {key!r} must be at most 2147483647, not {value}")
         if self.connection_window_size < 65535:
-            raise ValueError(f"config key 'connection_window_size' must be at least 65535, not {self.connection_window_size}")
+            raise ValueError(
+                f"config key 'connection_window_size' must be at least 65535, not {self.connection_window_size}"
+            )

@@ -15,7 +15,12 @@ VALUES = [b"text/plain", b"Kyoukai/3", b"Tue, 24 Nov 2026 08:00:00 GMT", b"1", b
 
 def random_lists(rng: random.Random, count: int) -> list[list[tuple[bytes, bytes]]]:
     pool = [[(rng.choice(NAMES), rng.choice(VALUES)) for _ in range(rng.randint(1, 6))] for _ in range(8)]
-    return [rng.choice(pool) if rng.random() < 0.8 else [(rng.choice(NAMES), bytes([rng.randrange(97, 123)]) * rng.randint(1, 40))] for _ in range(count)]
+    return [
+        rng.choice(pool)
+        if rng.random() < 0.8
+        else [(rng.choice(NAMES), bytes([rng.randrange(97, 123)]) * rng.randint(1, 40))]
+        for _ in range(count)
+    ]
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -26,8 +26,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hpack.exceptions import HPACKError
 from h2.stream import StreamClosedBy
+from hpack.exceptions import HPACKError
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from werkzeug.exceptions import InternalServerError
 
@@ -813,7 +813,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     async def _wait_for_window(self, state: H2State) -> None:
         try:
             await asyncio.wait_for(state.wait_for_window(), self.settings.send_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.info(
                 "Reset stream %d from %s: its flow-control window stayed closed for send_timeout=%ss.",
                 state.stream_id,
@@ -829,7 +829,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._writable_waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter, self.settings.send_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if not self._closed:
                 logger.info(
                     "Dropped the connection from %s: it read nothing for send_timeout=%ss.",

@@ -225,7 +225,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         req.url.append(url)
         req.head_size += len(url)
         if req.head_size > self.settings.max_header_size:
-            raise _LimitExceeded(414, f"Request target longer than max_header_size={self.settings.max_header_size} bytes")
+            raise _LimitExceeded(
+                414, f"Request target longer than max_header_size={self.settings.max_header_size} bytes"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._incoming
@@ -353,7 +355,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         pause = (
             self._write_paused
             or len(self._queue) > self.settings.max_pipelined_requests
-            or (incoming is not None and incoming.body is not None and incoming.body.buffered >= self.settings.body_buffer_size)
+            or (
+                incoming is not None
+                and incoming.body is not None
+                and incoming.body.buffered >= self.settings.body_buffer_size
+            )
         )
         if self._raw_body is not None:
             pause = pause or self._raw_body[0].body.buffered >= self.settings.body_buffer_size
@@ -387,7 +393,9 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def _on_idle_timeout(self) -> None:
         self._timer = self._timer_kind = None
-        logger.debug("Closing the idle connection from %s (keep_alive_timeout=%ss).", self.peer, self.settings.keep_alive_timeout)
+        logger.debug(
+            "Closing the idle connection from %s (keep_alive_timeout=%ss).", self.peer, self.settings.keep_alive_timeout
+        )
         self.transport.close()
 
     def _on_header_timeout(self) -> None:
@@ -440,7 +448,12 @@ class KyoukaiProtocol(asyncio.Protocol):
             self.transport.close()
         finally:
             self._task = None
-            if not self._closing and not self._failed and self.transport is not None and not self.transport.is_closing():
+            if (
+                not self._closing
+                and not self._failed
+                and self.transport is not None
+                and not self.transport.is_closing()
+            ):
                 if self._shutting_down and self._incoming is None:
                     self.transport.close()
                 else:
@@ -453,7 +466,9 @@ class KyoukaiProtocol(asyncio.Protocol):
             request = self.app.request_class(environ)
             response = await self.app.process_request(request, self.parent_context)
         except Exception:
-            logger.exception("Processing %s %s failed outside the route.", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            logger.exception(
+                "Processing %s %s failed outside the route.", environ["REQUEST_METHOD"], environ["PATH_INFO"]
+            )
             response = InternalServerError().get_response(environ)
         parts = prepare_response(response, environ)
         headers = parts.headers
@@ -509,7 +524,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:
-            logger.exception("The streaming body of %s %s failed; closing the connection.", environ["REQUEST_METHOD"], environ["PATH_INFO"])
+            logger.exception(
+                "The streaming body of %s %s failed; closing the connection.",
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
+            )
             return False
         finally:
             # Run the app's clean-up now, not whenever the generator is garbage collected.

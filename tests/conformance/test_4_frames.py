@@ -6,7 +6,6 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import HeadersFrame, PingFrame
 
-from . import gaps
 from .conftest import INDEX_BODY
 from .h2conf import (
     DATA,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 from hyperframe.frame import RstStreamFrame
 
-from . import gaps
 from .conftest import LARGE_BODY
 from .h2conf import (
     INITIAL_WINDOW_SIZE,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 from h2.errors import ErrorCodes
 
-from . import gaps
 from .conftest import INDEX_BODY
 from .h2conf import data_frame, expect_stream_error, headers_frame
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 from h2.errors import ErrorCodes
 
-from . import gaps
 from .conftest import INDEX_BODY
 from .h2conf import expect_connection_error, headers_frame
 
