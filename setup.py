@@ -26,7 +26,10 @@ setup(
     ],
     extras_require={
         "uvloop": ["uvloop>=0.19"],
-        "docs": ["sphinx>=7"],
+        # kyoukai.backends.gunicorn (--http-protocols needs gunicorn 25 or newer).
+        "gunicorn": ["gunicorn>=25"],
+        # The API reference imports kyoukai.backends.gunicorn.
+        "docs": ["sphinx>=7", "gunicorn>=25"],
         "test": [
             "pytest>=8",
             "pytest-asyncio>=0.24",
@@ -34,6 +37,7 @@ setup(
             "httpx[http2]>=0.27",
             "trustme>=1.1",
             "hyperframe>=6",
+            "gunicorn>=25",
             "ruff>=0.6",
             # CI builds the docs (tests/test_docs.py).
             "sphinx>=7",

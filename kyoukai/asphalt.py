@@ -103,6 +103,9 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         self.connections.add(protocol)
         self.metrics.connections_opened += 1
         self.connection_made.dispatch(protocol=protocol)
+        if self.server is None and self._all_closed is not None:
+            # Accepted before stop() closed the listener, made after it told the others to finish.
+            protocol.shutdown()
 
     def connection_closed(self, protocol: Any) -> None:
         """Forget a connection and dispatch ``connection_lost``."""

@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 logger = logging.getLogger("kyoukai.body")
 
@@ -39,8 +39,11 @@ class RequestBody:
         expected_length: int | None = None,
         on_consumed: Callable[[int], None] | None = None,
         on_first_read: Callable[[], None] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.max_size = max_size
+        #: Seconds a read may wait for more of the body before 408 (``body_timeout``).
+        self.timeout = timeout
         self.expected_length = expected_length
         self._on_consumed = on_consumed
         self._on_first_read = on_first_read
@@ -143,7 +146,14 @@ class RequestBody:
             raise self._error
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await self._waiter
+            if self.timeout is None:
+                await self._waiter
+            else:
+                await asyncio.wait_for(self._waiter, self.timeout)
+        except TimeoutError:
+            message = f"The request body stalled for body_timeout={self.timeout}s."
+            logger.info("Gave up on a request body: %s", message)
+            self._error = RequestTimeout(message)
         finally:
             self._waiter = None
         if self._error is not None:

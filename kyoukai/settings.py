@@ -34,6 +34,9 @@ class ServerSettings:
     #: Seconds a client has to send a complete request head (HTTP/1.1: 408 then close) or the
     #: connection preface and first SETTINGS (HTTP/2).
     header_timeout: float = 10.0
+    #: Seconds a request body may stall (no new data while the app waits for it) before the
+    #: request is answered 408: a slow-upload ("slow POST") defence.
+    body_timeout: float = 60.0
     #: Seconds in-flight requests get to finish when the server stops.
     shutdown_timeout: float = 10.0
     #: Request body bytes buffered per request or stream before the client is made to wait.

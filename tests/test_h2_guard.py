@@ -142,3 +142,14 @@ def test_preface_must_be_followed_by_settings() -> None:
     assert violation is not None and violation.error_code == ErrorCodes.PROTOCOL_ERROR
     guard = ConnectionGuard(ServerSettings())
     assert guard.feed(PREFACE + SettingsFrame(0, flags=["ACK"]).serialize()) is not None
+
+
+def test_data_in_the_same_read_as_its_headers_is_not_a_closed_stream_frame() -> None:
+    guard = ConnectionGuard(ServerSettings(max_stream_resets=2, stream_reset_rate=0.001), is_active=lambda sid: False)
+    guard.feed(PREFACE + SettingsFrame(0).serialize())
+    request = HeadersFrame(1, data=b"\x83", flags=["END_HEADERS"]).serialize()
+    request += b"".join(DataFrame(1, data=b"x").serialize() for _ in range(10))
+    assert guard.feed(request) is None
+    # Later, with the stream gone, its DATA spends the reset budget.
+    late = DataFrame(1, data=b"x").serialize()
+    assert [guard.feed(late) is None for _ in range(3)] == [True, True, False]

@@ -596,8 +596,8 @@ class TestApp:
         with caplog.at_level("INFO", logger="kyoukai"):
             await get(app, "/logged")
             await get(app, "/not-there")
-        assert "GET /logged - 202" in caplog.text
-        assert "GET /not-there - 404" in caplog.text
+        assert '"GET /logged HTTP/1.1" 202' in caplog.text
+        assert '"GET /not-there HTTP/1.1" 404' in caplog.text
 
     async def test_custom_response_class_wraps_plain_values(self) -> None:
         class MyResponse(Response):

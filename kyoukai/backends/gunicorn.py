@@ -1,5 +1,5 @@
 """
-Gunicorn workers that serve a Kyoukai app (HTTP/1.1 and HTTP/2) on gunicorn's sockets.
+A gunicorn worker that serves a Kyoukai app (HTTP/1.1 and HTTP/2) on gunicorn's sockets.
 
 ::
 
@@ -13,10 +13,11 @@ With ``myapp:app`` each worker serves the app through a :class:`~.KyoukaiCompone
 prior knowledge and ``Upgrade: h2c`` on cleartext); the trusted proxies from
 ``--forwarded-allow-ips`` (gunicorn's default: ``127.0.0.1,::1``; ``''`` trusts none) unless the
 app's config has ``forwarded_allow_ips``; every other config key (limits,
-``access_log_format``...) from the app's config (``Kyoukai("app", max_body_size=...)``). With an asphalt ``config.yml`` (a path
-ending in ``.yml`` or ``.yaml``) each worker starts the root component of the file, and the
-Kyoukai components in it serve gunicorn's sockets: each takes the socket bound to its
-``port``, or the only one.
+``access_log_format``...) from the app's config (``Kyoukai("app", max_body_size=...)``).
+
+With an asphalt ``config.yml`` (a path ending in ``.yml`` or ``.yaml``) each worker starts the
+root component of the file, and the Kyoukai components in it serve gunicorn's sockets: each
+takes the socket bound to its ``port``, or the only one.
 
 Signals, as gunicorn defines them: ``TERM`` (and the old workers of a ``HUP`` reload, and
 ``--max-requests`` recycling) stops gracefully: no new connections, HTTP/2 clients get GOAWAY,
@@ -83,13 +84,29 @@ def load_asphalt_config(path: str) -> dict[str, Any]:
     return merged
 
 
+class SharedSocketEventLoop(asyncio.SelectorEventLoop):
+    """
+    An event loop that accepts one connection each time a listening socket is ready.
+
+    asyncio accepts up to the listen backlog at once, so of the workers that share gunicorn's
+    socket, the first to wake takes a whole burst of new connections (h2load's 20 connections
+    all went to one of two workers). Taking one at a time lets the others take their share, as
+    gunicorn's own workers do.
+    """
+
+    def _accept_connection(self, protocol_factory: Any, sock: Any, sslcontext: Any = None, server: Any = None,
+                           backlog: int = 100, *args: Any, **kwargs: Any) -> None:  # fmt: skip
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)
+
+
 class KyoukaiWorker(Worker):
     """A gunicorn worker running an asyncio event loop that serves Kyoukai's protocols."""
 
     #: Makes the event loop of each worker.
-    loop_factory: Any = staticmethod(asyncio.new_event_loop)
+    loop_factory: Any = SharedSocketEventLoop
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Made by gunicorn's master before the fork, with gunicorn's worker arguments."""
         super().__init__(*args, **kwargs)
         self.loop: asyncio.AbstractEventLoop | None = None
         #: The asphalt configuration, in ``config.yml`` mode.
@@ -108,7 +125,12 @@ class KyoukaiWorker(Worker):
         return uri
 
     def load_wsgi(self) -> None:
-        # A Kyoukai app is not a WSGI callable: resolve it (or use the asphalt config) here.
+        """
+        Import the app (``module:attribute``); nothing to do for a ``config.yml``.
+
+        :raises gunicorn.errors.AppImportError: the reference does not resolve to a
+            :class:`~.Kyoukai` app (gunicorn then stops, as for any app that cannot load).
+        """
         uri = self._app_uri()
         if uri.endswith(_CONFIG_SUFFIXES):
             self.wsgi = None
@@ -122,8 +144,11 @@ class KyoukaiWorker(Worker):
         self.wsgi = app
 
     def init_signals(self) -> None:
-        # Called by gunicorn's init_process once the environment is set, before the app loads:
-        # the event loop is made here, so that the signal handlers run on it.
+        """
+        Make the event loop (gunicorn calls this in the worker before it loads the app) and
+        handle the signals on it: ``TERM`` graceful stop, ``INT``/``QUIT`` quick stop, ``USR1``
+        reopen the log files, ``ABRT`` (gunicorn's timeout) exit.
+        """
         uri = self._app_uri()
         if uri.endswith(_CONFIG_SUFFIXES):
             self.asphalt_config = load_asphalt_config(uri)
@@ -161,6 +186,7 @@ class KyoukaiWorker(Worker):
     # serving
 
     def run(self) -> None:
+        """Serve until stopped; exit with gunicorn's boot error status if the components cannot start."""
         loop = self.loop
         try:
             status = loop.run_until_complete(self._serve())
@@ -280,16 +306,6 @@ class KyoukaiWorker(Worker):
         while True:
             self.notify()
             await asyncio.sleep(interval)
-
-
-class KyoukaiUVLoopWorker(KyoukaiWorker):
-    """:class:`KyoukaiWorker` on `uvloop <https://github.com/MagicStack/uvloop>`_."""
-
-    @staticmethod
-    def loop_factory() -> asyncio.AbstractEventLoop:
-        import uvloop
-
-        return uvloop.new_event_loop()
 
 
 def _describe(sock: socket.socket) -> str:

@@ -33,6 +33,7 @@ FRAME_HEADER_LENGTH = 9
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM = 0x1
 ACK = 0x1
+PADDED = 0x8
 END_HEADERS = 0x4
 #: WINDOW_UPDATE increments below this are counted as control frames: real clients return
 #: credit in large steps, a flood of tiny increments is work for nothing.
@@ -75,8 +76,20 @@ class ConnectionGuard:
     :param clock: the time source of the budgets (injectable for tests).
     """
 
-    def __init__(self, settings: ServerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        clock: Callable[[], float] = time.monotonic,
+        is_active: Callable[[int], bool] = lambda stream_id: True,
+    ) -> None:
         self.settings = settings
+        #: Whether a stream id is one the server is still serving (frames on others are
+        #: answered or dropped by h2 at a cost: they spend the reset budget).
+        self._is_active = is_active
+        self._highest_stream_id = 0
+        # Streams opened by HEADERS in the bytes being scanned: h2 has not seen them yet, so
+        # the server does not know them, but they are active.
+        self._opening: set[int] = set()
         self._control = RateBudget(settings.max_control_frames, settings.control_frame_rate, clock)
         self._resets = RateBudget(settings.max_stream_resets, settings.stream_reset_rate, clock)
         self._max_block = 2 * settings.max_header_size
@@ -99,6 +112,8 @@ class ConnectionGuard:
         end = len(data)
         if self.reserved_bits:
             self.reserved_bits = []
+        if self._opening:
+            self._opening.clear()
         if self._skip:
             pos = min(self._skip, end)
             self._skip -= pos
@@ -120,13 +135,16 @@ class ConnectionGuard:
                 head = data[pos : pos + FRAME_HEADER_LENGTH]
                 pos += FRAME_HEADER_LENGTH
             length = int.from_bytes(head[0:3], "big")
-            violation = self._check(head[3], head[4], length, data, pos)
+            stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            violation = self._check(head[3], head[4], length, stream_id, data, pos)
             if violation is not None:
                 return violation
             self._payload_left = length
         return None
 
-    def _check(self, frame_type: int, flags: int, length: int, data: bytes, pos: int) -> Violation | None:
+    def _check(
+        self, frame_type: int, flags: int, length: int, stream_id: int, data: bytes, pos: int
+    ) -> Violation | None:
         if self._first_frame:
             # RFC 9113 section 3.4: the preface ends with a SETTINGS frame (h2 does not check).
             self._first_frame = False
@@ -139,9 +157,20 @@ class ConnectionGuard:
         if frame_type == SETTINGS and flags & ACK and length:
             return Violation(ErrorCodes.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload (RFC 9113 section 6.5)")
         if frame_type == DATA:
-            if length == 0 and not flags & END_STREAM:
+            if stream_id and not self._active(stream_id):
+                return self.count_reset("DATA on a closed or reset stream")
+            payload = length
+            if flags & PADDED:
+                payload -= 1 + (data[pos] if len(data) > pos else 0)
+            if payload <= 0 and not flags & END_STREAM:
                 return self._spend_control("empty DATA")
         elif frame_type == HEADERS:
+            if stream_id > self._highest_stream_id:
+                self._highest_stream_id = stream_id
+                self._opening.add(stream_id)
+            elif not self._active(stream_id):
+                # Not a new stream and not trailers of an active one.
+                return self.count_reset("HEADERS on a closed stream")
             self._block_size = length
             self.header_block_open = not flags & END_HEADERS
             return self._check_block()
@@ -161,11 +190,14 @@ class ConnectionGuard:
                 if data[pos] & 0x80 and length == 4:
                     self.reserved_bits.append(pos)
                 increment = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
-            if increment < SMALL_WINDOW_INCREMENT:
-                return self._spend_control("small WINDOW_UPDATE")
+            if increment < SMALL_WINDOW_INCREMENT or (stream_id and not self._active(stream_id)):
+                return self._spend_control("WINDOW_UPDATE that is small or for a closed stream")
         elif frame_type in (SETTINGS, PING, PRIORITY) or frame_type > CONTINUATION:
             return self._spend_control("SETTINGS/PING/PRIORITY/unknown")
         return None
+
+    def _active(self, stream_id: int) -> bool:
+        return stream_id in self._opening or self._is_active(stream_id)
 
     def clear_reserved_bits(self, data: bytes) -> bytes:
         """

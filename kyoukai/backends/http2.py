@@ -35,6 +35,7 @@ from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_guard import ConnectionGuard, Violation
 from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
+from kyoukai.backends.closing import abort_transport, close_transport
 from kyoukai.body import RequestBody
 from kyoukai.tls import create_server_context
 from kyoukai.wsgi import http_date, prepare_response, to_wsgi_environment
@@ -121,7 +122,9 @@ class H2State(RequestBody):
     """
 
     def __init__(self, headers: list[tuple[bytes, bytes]], stream_id: int, protocol: H2KyoukaiProtocol) -> None:
-        super().__init__(max_size=protocol.settings.max_body_size, on_consumed=self._consumed)
+        super().__init__(
+            max_size=protocol.settings.max_body_size, on_consumed=self._consumed, timeout=protocol.settings.body_timeout
+        )
         self.stream_id = stream_id
         self.protocol = protocol
         self.headers = headers
@@ -217,7 +220,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             )
         )
         #: The abuse budgets of this connection.
-        self.guard = ConnectionGuard(component.settings)
+        self.guard = ConnectionGuard(component.settings, is_active=self._is_active)
         self.metrics = component.metrics
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -240,6 +243,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
+
+    def _is_active(self, stream_id: int) -> bool:
+        return stream_id in self.streams
 
     # asyncio callbacks
 
@@ -370,7 +376,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         logger.info("Refused a client from %s that does not speak HTTP/2 on this HTTP/2-only port.", self.peer)
         self._closed = True
         self.transport.write(_NOT_HTTP2)
-        self.transport.close()
+        close_transport(self.transport, self.loop, self.settings.send_timeout)
         return False
 
     def eof_received(self) -> bool:
@@ -459,7 +465,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._cancel_timer()
         state = H2State(event.headers, stream_id, self)
         self.streams[stream_id] = state
-        if len(event.headers) > self.settings.max_header_count:
+        if len(event.headers) > self.settings.max_header_count and (
+            sum(1 for name, _ in event.headers if name[:1] != b":") > self.settings.max_header_count
+        ):
             logger.info(
                 "Stream %d from %s has more than max_header_count=%d headers.",
                 stream_id,
@@ -551,7 +559,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.streams.clear()
         self._closed = True
         self._flush_raw()
-        self.transport.close()
+        close_transport(self.transport, self.loop, self.settings.send_timeout)
 
     # request handling
 
@@ -944,7 +952,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             if state.task is not None:
                 state.task.cancel()
         self.streams.clear()
-        self.transport.close()
+        close_transport(self.transport, self.loop, self.settings.send_timeout)
 
     def shutdown(self) -> None:
         """
@@ -961,9 +969,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._maybe_idle()
 
     def abort(self) -> None:
-        """Drop the connection now."""
+        """Drop the connection now (with a TCP reset)."""
         if self.transport is not None:
-            self.transport.abort()
+            abort_transport(self.transport)
 
     def _maybe_idle(self) -> None:
         if self.streams or self._closed:
@@ -971,7 +979,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if self._draining:
             self._flush_raw()
             self._closed = True
-            self.transport.close()
+            close_transport(self.transport, self.loop, self.settings.send_timeout)
         else:
             self._set_timer(self.settings.keep_alive_timeout, self._on_idle_timeout)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 from werkzeug.exceptions import InternalServerError
 
+from kyoukai.backends.closing import abort_transport, close_transport
 from kyoukai.body import RequestBody
 from kyoukai.tls import negotiated_protocol
 from kyoukai.wsgi import format_head, http_date, prepare_response, reason_phrase, to_wsgi_environment
@@ -206,12 +207,12 @@ class KyoukaiProtocol(asyncio.Protocol):
         """Finish the request in progress, then close; close at once if idle."""
         self._shutting_down = True
         if self._task is None and self._incoming is None and self.transport is not None:
-            self.transport.close()
+            close_transport(self.transport, self.loop, self.settings.send_timeout)
 
     def abort(self) -> None:
-        """Drop the connection now."""
+        """Drop the connection now (with a TCP reset)."""
         if self.transport is not None:
-            self.transport.abort()
+            abort_transport(self.transport)
 
     # httptools callbacks
 
@@ -246,7 +247,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive()
         method = parser.get_method().decode("ascii")
         target = b"".join(req.url).decode("latin-1")
-        body = RequestBody(max_size=self.settings.max_body_size, on_consumed=self._body_consumed)
+        body = RequestBody(
+            max_size=self.settings.max_body_size, on_consumed=self._body_consumed, timeout=self.settings.body_timeout
+        )
         environ = to_wsgi_environment(
             req.headers,
             method,
@@ -396,7 +399,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         logger.debug(
             "Closing the idle connection from %s (keep_alive_timeout=%ss).", self.peer, self.settings.keep_alive_timeout
         )
-        self.transport.close()
+        close_transport(self.transport, self.loop, self.settings.send_timeout)
 
     def _on_header_timeout(self) -> None:
         self._timer = self._timer_kind = None
@@ -437,7 +440,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                 item.environ.pop("werkzeug.request", None)
                 if not keep_alive:
                     self._closing = True
-                    self.transport.close()
+                    close_transport(self.transport, self.loop, self.settings.send_timeout)
                     return
                 self._update_reading()
         except (ConnectionError, asyncio.CancelledError):
@@ -445,7 +448,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         except Exception:
             logger.exception("Answering a request from %s failed; closing the connection.", self.peer)
             self._closing = True
-            self.transport.close()
+            close_transport(self.transport, self.loop, self.settings.send_timeout)
         finally:
             self._task = None
             if (
@@ -455,7 +458,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                 and not self.transport.is_closing()
             ):
                 if self._shutting_down and self._incoming is None:
-                    self.transport.close()
+                    close_transport(self.transport, self.loop, self.settings.send_timeout)
                 else:
                     self._arm_timer()
 
@@ -566,7 +569,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         head = format_head(rejection.status, reason_phrase(rejection.status), headers, rejection.version)
         self._closing = True
         self.transport.write(head + body)
-        self.transport.close()
+        close_transport(self.transport, self.loop, self.settings.send_timeout)
 
     async def send_informational(self, environ: dict[str, Any], status: int, headers: list[tuple[str, str]]) -> None:
         """Send a 1xx response (e.g. 103 Early Hints) before the final one; HTTP/1.1 clients only."""
@@ -593,7 +596,7 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self.peer,
                 self.settings.send_timeout,
             )
-            self.transport.abort()
+            self.abort()
             raise ConnectionResetError("send_timeout exceeded") from None
         finally:
             self._drain_waiter = None

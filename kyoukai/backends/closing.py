@@ -1,0 +1,45 @@
+"""Ending connections so that a client that stops reading cannot hold one open."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def close_transport(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    """
+    Close after what is buffered has been written, but abort if the client has not read it
+    within ``timeout`` seconds (``send_timeout``): asyncio's close otherwise waits forever.
+    """
+    transport.close()
+    if _buffered(transport):
+        loop.call_later(timeout, _abort_if_stuck, transport)
+
+
+def _buffered(transport: asyncio.BaseTransport) -> int:
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:  # a TLS transport already detached from its protocol
+        return 0
+
+
+def _abort_if_stuck(transport: asyncio.BaseTransport) -> None:
+    if _buffered(transport):
+        abort_transport(transport)
+
+
+def abort_transport(transport: asyncio.BaseTransport) -> None:
+    """
+    Drop the connection now, with a TCP reset (SO_LINGER 0): the kernel frees the unsent data
+    at once instead of keeping it in a FIN_WAIT1 socket, and the client learns it was dropped.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass
+    transport.abort()
