@@ -212,8 +212,12 @@ class KyoukaiComponent(KyoukaiBaseComponent):
         self.ssl_enabled = bool(ssl_cfg.get("enabled", False))
         self.ssl_certfile = ssl_cfg.get("ssl_certfile")
         self.ssl_keyfile = ssl_cfg.get("ssl_keyfile")
-        if self.ssl_enabled and not self.ssl_certfile:
-            raise ValueError("config key 'ssl' has enabled: true but no ssl_certfile")
+        #: Serve with a self-signed development certificate (``ssl: {dev_certificate: true}``),
+        #: made on first start in ``dev_certificate_dir``; never used unless asked for.
+        self.dev_certificate = bool(ssl_cfg.get("dev_certificate", False))
+        self.dev_certificate_dir = ssl_cfg.get("dev_certificate_dir", ".kyoukai-devcert")
+        if self.ssl_enabled and not self.ssl_certfile and not self.dev_certificate:
+            raise ValueError("config key 'ssl' has enabled: true but no ssl_certfile (or dev_certificate: true)")
         self._protocol_class = getattr(importlib.import_module(self.backend), "PROTOCOL_CLASS")
         if isinstance(self._protocol_class, str):
             self._protocol_class = getattr(importlib.import_module(self.backend), self._protocol_class)
@@ -225,6 +229,15 @@ class KyoukaiComponent(KyoukaiBaseComponent):
         """The TLS context from the ``ssl`` config block, ``None`` for cleartext."""
         if not self.ssl_enabled:
             return None
+        if not self.ssl_certfile:
+            from kyoukai import devcert
+
+            paths = devcert.ensure(self.dev_certificate_dir)
+            logger.warning(
+                "Serving with a self-signed development certificate from %s: for development only.",
+                paths.certfile.parent,
+            )
+            self.ssl_certfile, self.ssl_keyfile = str(paths.certfile), str(paths.keyfile)
         alpn = ("h2", "http/1.1") if self.http2 else ("http/1.1",)
         return create_server_context(self.ssl_certfile, self.ssl_keyfile, alpn_protocols=alpn)
 

@@ -60,13 +60,21 @@ class RequestBody:
 
     # producer side
 
-    def feed(self, data: bytes) -> None:
-        """Add a chunk received from the peer."""
+    def feed(self, data: bytes, wake: bool = True) -> None:
+        """
+        Add a chunk received from the peer. A backend that feeds several chunks from one read
+        passes ``wake=False`` and calls :meth:`wake` once after the last.
+        """
         if not data:
             return
         self._chunks.append(data)
         self.buffered += len(data)
         self.received += len(data)
+        if wake:
+            self._wake()
+
+    def wake(self) -> None:
+        """Wake a reader waiting for data."""
         self._wake()
 
     def feed_eof(self) -> None:
@@ -144,20 +152,23 @@ class RequestBody:
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = None if self.timeout is None else loop.call_later(self.timeout, self._stalled)
         try:
-            if self.timeout is None:
-                await self._waiter
-            else:
-                await asyncio.wait_for(self._waiter, self.timeout)
-        except TimeoutError:
-            message = f"The request body stalled for body_timeout={self.timeout}s."
-            logger.info("Gave up on a request body: %s", message)
-            self._error = RequestTimeout(message)
+            await self._waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if self._error is not None:
             raise self._error
+
+    def _stalled(self) -> None:
+        message = f"The request body stalled for body_timeout={self.timeout}s."
+        logger.info("Gave up on a request body: %s", message)
+        self._error = RequestTimeout(message)
+        self._wake()
 
     async def get_chunk(self) -> bytes:
         """The next chunk of the body as it arrives; ``b""`` at the end."""

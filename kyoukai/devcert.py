@@ -100,6 +100,20 @@ def write(directory: str | os.PathLike[str] = ".", *, days: int = 365, overwrite
     return paths
 
 
+def ensure(directory: str | os.PathLike[str], *, days: int = 365) -> DevCertificate:
+    """
+    The development certificate in ``directory``: the one there if it is still valid for a
+    day, otherwise a new one (what ``ssl: {dev_certificate: true}`` uses).
+    """
+    folder = Path(directory).resolve()
+    paths = DevCertificate(folder / CERT_NAME, folder / KEY_NAME)
+    if paths.certfile.exists() and paths.keyfile.exists():
+        cert = x509.load_pem_x509_certificate(paths.certfile.read_bytes())
+        if cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1):
+            return paths
+    return write(folder, days=days, overwrite=True)
+
+
 def config_block(paths: DevCertificate) -> str:
     """The ``ssl:`` block of a ``kyoukai`` component config for ``paths``."""
     return f"ssl:\n  enabled: true\n  ssl_certfile: {paths.certfile}\n  ssl_keyfile: {paths.keyfile}\n"

@@ -148,20 +148,54 @@ class TestHello:
     def test_pages(self, run_example) -> None:
         port = free_port()
         run_example(EXAMPLES / "hello", "config.yml", {"component.port": port}, [port])
-        with h1_client(base_url=f"http://127.0.0.1:{port}") as client:
+        # Served over TLS with a self-signed development certificate, HTTP/2 by ALPN.
+        with httpx.Client(http2=True, verify=False, timeout=CLIENT_TIMEOUT, base_url=f"https://127.0.0.1:{port}") as client:
             response = client.get("/")
             assert response.status_code == 200
+            assert response.http_version == "HTTP/2"
             assert response.text == "Hello from Kyoukai!\n"
             assert response.headers["server"] == f"Kyoukai/{__version__}"
             assert client.get("/hello/World").text == "Hello, World!\n"
             assert client.get("/nowhere").status_code == 404
 
-    def test_http2_is_off_by_default(self, run_example) -> None:
+    @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+    def test_a_browser_gets_the_page_over_http2(self, run_example, tmp_path: Path) -> None:
+        """Headless Chromium loads the README's example over HTTPS; the access log shows HTTP/2."""
+        port = free_port()
+        example = run_example(EXAMPLES / "hello", "config.yml", {"component.port": port}, [port])
+        browser = subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--ignore-certificate-errors",
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                "--dump-dom",
+                f"https://localhost:{port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Hello from Kyoukai!" in browser.stdout, browser.stdout + browser.stderr
+        output = example.stop()
+        assert '"GET / HTTP/2" 200' in output, output
+
+    def test_curl_gets_http2_over_tls(self, run_example) -> None:
+        """The README's first command, as a new user tries it: curl -k --http2 prints HTTP/2 200."""
         port = free_port()
         run_example(EXAMPLES / "hello", "config.yml", {"component.port": port}, [port])
-        out = curl("-i", "--http2", f"http://127.0.0.1:{port}/")
-        assert out.startswith("HTTP/1.1 200 OK\n"), out
-        assert "101" not in out.splitlines()[0]
+        out = curl("-k", "-i", "--http2", f"https://localhost:{port}/")
+        assert out.startswith("HTTP/2 200\n"), out
+        assert out.endswith("\n\nHello from Kyoukai!\n")
+        http11 = curl("-k", "-i", "--http1.1", f"https://localhost:{port}/")
+        assert http11.startswith("HTTP/1.1 200 OK\n"), http11
 
 
 class TestHttp2Config:

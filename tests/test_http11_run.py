@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import select
 import signal
 import socket
@@ -31,7 +32,7 @@ def wait_until_listening(process: subprocess.Popen, port: int) -> str:
     serves ``port``; that log line.
     """
     deadline = time.monotonic() + STARTUP_DEADLINE
-    expected = f"Kyoukai serving HTTP/1.1 on http://127.0.0.1:{port}"
+    expected = re.compile(rf"Kyoukai serving .+ on https?://127\.0\.0\.1:{port}\.")
     seen = []
     while (left := deadline - time.monotonic()) > 0:
         readable, _, _ = select.select([process.stdout], [], [], left)
@@ -41,9 +42,9 @@ def wait_until_listening(process: subprocess.Popen, port: int) -> str:
         if not line:
             pytest.fail(f"the server exited with {process.wait(5)}: {''.join(seen)}")
         seen.append(line)
-        if expected in line:
+        if expected.search(line):
             return line
-    pytest.fail(f"no {expected!r} within {STARTUP_DEADLINE}s: {''.join(seen)}")
+    pytest.fail(f"no {expected.pattern!r} within {STARTUP_DEADLINE}s: {''.join(seen)}")
 
 
 @pytest.fixture
@@ -76,8 +77,9 @@ def test_asphalt_run_serves_the_hello_example(tmp_path: Path, stop_on_exit: list
     )
     stop_on_exit.append(process)
     wait_until_listening(process, port)
-    assert httpx.get(f"http://127.0.0.1:{port}/").text == "Hello from Kyoukai!\n"
-    assert httpx.get(f"http://127.0.0.1:{port}/hello/asphalt").text == "Hello, asphalt!\n"
+    # The example serves HTTPS with a self-signed development certificate.
+    assert httpx.get(f"https://127.0.0.1:{port}/", verify=False).text == "Hello from Kyoukai!\n"
+    assert httpx.get(f"https://127.0.0.1:{port}/hello/asphalt", verify=False).text == "Hello, asphalt!\n"
     output = stop(process)
     assert process.returncode == 0, output
 

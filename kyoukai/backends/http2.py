@@ -243,6 +243,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._fed: set[H2State] = set()
 
     def _is_active(self, stream_id: int) -> bool:
         return stream_id in self.streams
@@ -359,6 +360,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self._dispatch_event(event)
             if self._closed:
                 return
+        if self._fed:
+            for state in self._fed:
+                state.wake()
+            self._fed.clear()
         self._flush()
 
     def _check_preface(self, data: bytes) -> bool:
@@ -487,7 +492,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             return
         if padding:
             self.conn.acknowledge_received_data(padding, event.stream_id)
-        state.insert_data(event.data)
+        # Woken once per read (in data_received), not once per DATA frame.
+        state.feed(event.data, wake=False)
+        self._fed.add(state)
 
     def stream_complete(self, event: h2.events.StreamEnded) -> None:
         """The client finished the request body."""

@@ -502,6 +502,11 @@ class KyoukaiProtocol(asyncio.Protocol):
                 await parts.stream.aclose()
             self._write_rejection(_Rejection(500, "Internal Server Error", version))
             return False
+        if self.transport.is_closing():
+            # The client went away while the app worked: nothing to write to.
+            if parts.stream is not None:
+                await parts.stream.aclose()
+            return False
         metrics = self.metrics
         metrics.requests += 1
         if parts.body is not None:
