@@ -12,6 +12,7 @@ size change). Every block that adds to the table still goes through hpack itself
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +22,27 @@ from hpack.table import HeaderTable
 #: Blocks remembered per connection and direction, and the largest block remembered.
 MEMO_ENTRIES = 64
 MEMO_MAX_BLOCK = 1024
+
+
+class _NoLog:
+    """Stands in for hpack's module logger while its DEBUG level is off."""
+
+    @staticmethod
+    def debug(*args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def quiet_hpack_debug_logging() -> None:
+    """
+    hpack calls ``log.debug`` for every integer and header it codes (about 25 calls per
+    request, each formatting nothing but still a call into logging). When its logger is not
+    enabled for DEBUG (the usual case), point those calls at a no-op; enabling DEBUG logging for
+    ``hpack`` before the first connection keeps them.
+    """
+    import hpack.hpack
+
+    if not isinstance(hpack.hpack.log, _NoLog) and not hpack.hpack.log.isEnabledFor(logging.DEBUG):
+        hpack.hpack.log = _NoLog()
 
 
 class VersionedHeaderTable(HeaderTable):

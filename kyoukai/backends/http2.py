@@ -33,7 +33,7 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_guard import ConnectionGuard, Violation
-from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder
+from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder, quiet_hpack_debug_logging
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
 from kyoukai.backends.closing import abort_transport, close_transport
 from kyoukai.body import RequestBody
@@ -314,6 +314,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         )
         # HPACK coders that remember repeated header blocks (see h2_hpack); the tables are
         # still empty here, so swapping them in keeps both ends in step.
+        quiet_hpack_debug_logging()
         self.conn.encoder = MemoEncoder()
         self.conn.decoder = MemoDecoder(settings.max_header_size)
         self.conn.max_inbound_frame_size = settings.max_frame_size
