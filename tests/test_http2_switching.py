@@ -172,12 +172,6 @@ class TestH2CUpgrade:
 
 
 class TestSharedPortPreface:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="kyoukai/backends/httptools_.py feeds a preface that breaks after 'PRI * HTTP/2.0' to the "
-        "HTTP/1.1 parser (400) instead of handing it to HTTP/2 for GOAWAY PROTOCOL_ERROR (RFC 9113 section 3.4), "
-        "as the HTTP/2-only port does",
-    )
     def test_invalid_preface_after_its_first_bytes_gets_goaway(self) -> None:
         with serve(make_app(), http2=True) as server, connect(server.port) as sock:
             answer = http11_exchange(sock, PREFACE[:16] + b"XX\r\n\r\n" + SettingsFrame(0).serialize())

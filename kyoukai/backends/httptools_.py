@@ -139,7 +139,9 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self._prefix = data
                 return
             self._prefix = b""
-            if data.startswith(H2_PREFACE):
+            if data.startswith(H2_PREFACE[:16]):
+                # The HTTP/2 request line: HTTP/2 answers the rest, a broken preface included
+                # (GOAWAY PROTOCOL_ERROR, RFC 9113 section 3.4).
                 self._hand_over_to_h2(data)
                 return
         self._seen_bytes = True
