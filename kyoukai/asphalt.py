@@ -177,7 +177,7 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         if self.connections:
             try:
                 await asyncio.wait_for(self._all_closed.wait(), self.settings.shutdown_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning(
                     "%d connection(s) still busy after shutdown_timeout=%ss; closing them.",
                     len(self.connections),
@@ -218,7 +218,7 @@ class KyoukaiComponent(KyoukaiBaseComponent):
         self.dev_certificate_dir = ssl_cfg.get("dev_certificate_dir", ".kyoukai-devcert")
         if self.ssl_enabled and not self.ssl_certfile and not self.dev_certificate:
             raise ValueError("config key 'ssl' has enabled: true but no ssl_certfile (or dev_certificate: true)")
-        self._protocol_class = getattr(importlib.import_module(self.backend), "PROTOCOL_CLASS")
+        self._protocol_class = importlib.import_module(self.backend).PROTOCOL_CLASS
         if isinstance(self._protocol_class, str):
             self._protocol_class = getattr(importlib.import_module(self.backend), self._protocol_class)
 

@@ -149,7 +149,9 @@ class TestHello:
         port = free_port()
         run_example(EXAMPLES / "hello", "config.yml", {"component.port": port}, [port])
         # Served over TLS with a self-signed development certificate, HTTP/2 by ALPN.
-        with httpx.Client(http2=True, verify=False, timeout=CLIENT_TIMEOUT, base_url=f"https://127.0.0.1:{port}") as client:
+        with httpx.Client(
+            http2=True, verify=False, timeout=CLIENT_TIMEOUT, base_url=f"https://127.0.0.1:{port}"
+        ) as client:
             response = client.get("/")
             assert response.status_code == 200
             assert response.http_version == "HTTP/2"

@@ -259,3 +259,54 @@ class TestErrors:
         assert after.status == 200
         assert client.goaway is None
         assert "the body failed after the headers" in caplog.text
+
+
+class TestResponseTrailers:
+    """``response.trailers``, read after the body (a generator may fill it), ends the response."""
+
+    @staticmethod
+    def trailer_app() -> Kyoukai:
+        from werkzeug.wrappers import Response
+
+        app = Kyoukai("trailers")
+
+        @app.route("/checked")
+        async def checked(ctx):
+            response = Response()
+
+            async def body():
+                yield b"part one, "
+                yield b"part two"
+                response.trailers = [("X-Checksum", "1234"), ("Connection", "dropped")]
+
+            response.response = body()
+            response.trailers = []
+            return response
+
+        @app.route("/fixed")
+        async def fixed(ctx):
+            response = Response(b"fixed body")
+            response.trailers = {"x-done": "yes"}
+            return response
+
+        return app
+
+    def test_http2_trailers_after_streamed_and_fixed_bodies(self) -> None:
+        with serve(self.trailer_app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            streamed = client.response(client.request("/checked"))
+            fixed = client.response(client.request("/fixed"))
+        assert streamed.data == b"part one, part two"
+        assert streamed.trailers == [("x-checksum", "1234")]
+        assert fixed.data == b"fixed body"
+        assert fixed.trailers == [("x-done", "yes")]
+
+    def test_http11_chunked_trailers_when_asked_for(self) -> None:
+        import socket
+
+        with serve(self.trailer_app()) as server:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(b"GET /checked HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+                raw = b""
+                while chunk := sock.recv(65536):
+                    raw += chunk
+        assert raw.endswith(b"0\r\nX-Checksum: 1234\r\n\r\n"), raw

@@ -35,7 +35,7 @@ from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_guard import ConnectionGuard, Violation
 from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder, quiet_hpack_debug_logging
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
-from kyoukai.backends.closing import abort_transport, close_transport
+from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.tls import create_server_context
 from kyoukai.wsgi import http_date, prepare_response, to_wsgi_environment
@@ -145,6 +145,8 @@ class H2State(RequestBody):
         #: The protocol's send turn in which this stream last sent DATA.
         self.last_send_turn = 0
         self._response_body: Any = None
+        #: The response whose ``trailers`` end the stream, if it has that attribute.
+        self._trailers_from: Any = None
 
     def _consumed(self, size: int) -> None:
         self.protocol.acknowledge(self.stream_id, size)
@@ -270,12 +272,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     def _start(self, transport: asyncio.BaseTransport, upgrade: dict[str, Any] | None = None) -> None:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
-        sockname = transport.get_extra_info("sockname")
-        peername = transport.get_extra_info("peername")
-        self.server_address = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
-        self.peer = tuple(peername[:2]) if isinstance(peername, tuple) else None
+        self.scheme, self.server_address, self.peer = transport_ends(transport)
         self._configure()
         if upgrade is None:
             self.conn.initiate_connection()
@@ -703,6 +700,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         headers.append(("date", http_date()))
         body = parts.body
         ends_now = parts.stream is None and not body
+        if not ends_now and getattr(response, "trailers", None) is not None:
+            state._trailers_from = response
         self._send_headers(state, headers, ends_now)
         if parts.stream is not None:
             self._flush()
@@ -712,7 +711,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             conn = self.conn
             stream_id = state.stream_id
             if (
-                not self._write_paused
+                state._trailers_from is None
+                and not self._write_paused
                 and len(body) <= conn.max_outbound_frame_size
                 and len(body) <= conn.local_flow_control_window(stream_id)
             ):
@@ -747,8 +747,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             raise _StreamClosed
         body = state._response_body
         state._response_body = None
+        ends_with_data = state._trailers_from is None
         if isinstance(body, (bytes, bytearray, memoryview)):
-            await self._send_data(state, memoryview(body), end_stream=True)
+            await self._send_data(state, memoryview(body), end_stream=ends_with_data)
+            if not ends_with_data:
+                self._send_trailers(state)
             return
         chunks: AsyncIterator[bytes] = body
         try:
@@ -760,7 +763,28 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        await self._send_data(state, memoryview(b""), end_stream=True)
+        if ends_with_data:
+            await self._send_data(state, memoryview(b""), end_stream=True)
+        else:
+            self._send_trailers(state)
+
+    def _send_trailers(self, state: H2State) -> None:
+        """
+        End the stream with the response's ``trailers`` (read now, after the body, so a body
+        generator may fill them in), as a HEADERS frame.
+        """
+        trailers = state._trailers_from.trailers or ()
+        if hasattr(trailers, "items"):
+            trailers = trailers.items()
+        block = [(name.lower(), str(value)) for name, value in trailers if name.lower() not in _CONNECTION_SPECIFIC]
+        try:
+            if block:
+                self.conn.send_headers(state.stream_id, block, end_stream=True)
+            else:
+                self.conn.end_stream(state.stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+            raise _StreamClosed from e
+        self._flush()
 
     async def _send_data(self, state: H2State, view: memoryview, end_stream: bool) -> None:
         conn = self.conn

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 from werkzeug.exceptions import InternalServerError
 
-from kyoukai.backends.closing import abort_transport, close_transport
+from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.tls import negotiated_protocol
 from kyoukai.wsgi import format_head, http_date, prepare_response, reason_phrase, to_wsgi_environment
@@ -36,6 +36,10 @@ PROTOCOL_CLASS = "KyoukaiProtocol"
 #: The client connection preface of HTTP/2 (RFC 9113 section 3.4).
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Fields a trailer section must not carry (framing and connection management).
+_NOT_IN_TRAILERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"}
+)
 _SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 
 
@@ -117,12 +121,7 @@ class KyoukaiProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.loop = asyncio.get_running_loop()
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
-        sockname = transport.get_extra_info("sockname")
-        peername = transport.get_extra_info("peername")
-        self.server_address = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
-        self.peer = tuple(peername[:2]) if isinstance(peername, tuple) else None
+        self.scheme, self.server_address, self.peer = transport_ends(transport)
         if self.component.http2 and negotiated_protocol(transport) == "h2":
             self._hand_over_to_h2(b"", register=True)
             return
@@ -544,8 +543,22 @@ class KyoukaiProtocol(asyncio.Protocol):
             # Run the app's clean-up now, not whenever the generator is garbage collected.
             await parts.stream.aclose()
         if chunked:
-            self.transport.write(b"0\r\n\r\n")
+            self.transport.write(b"0\r\n" + self._trailer_block(response, environ) + b"\r\n")
         return keep_alive
+
+    @staticmethod
+    def _trailer_block(response: Any, environ: dict[str, Any]) -> bytes:
+        """
+        The response's ``trailers`` (read after the body) as the chunked trailer section, for a
+        client that said ``TE: trailers``; nothing otherwise.
+        """
+        trailers = getattr(response, "trailers", None)
+        if not trailers or "trailers" not in environ.get("HTTP_TE", "").lower():
+            return b""
+        if hasattr(trailers, "items"):
+            trailers = trailers.items()
+        lines = (f"{name}: {value}\r\n" for name, value in trailers if name.lower() not in _NOT_IN_TRAILERS)
+        return "".join(lines).encode("latin-1")
 
     @staticmethod
     def _take_connection_header(headers: list[tuple[str, str]]) -> bool:

@@ -1,4 +1,7 @@
-"""Ending connections so that a client that stops reading cannot hold one open."""
+"""
+What both protocols do with their transport: read who is at either end, and end connections
+so that a client that stops reading cannot hold one open.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,16 @@ import socket
 import struct
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def transport_ends(transport: asyncio.BaseTransport) -> tuple[str, tuple | None, tuple | None]:
+    """The URL scheme (``https`` over TLS), the local ``(host, port)`` and the peer's."""
+    scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+    sockname = transport.get_extra_info("sockname")
+    peername = transport.get_extra_info("peername")
+    local = tuple(sockname[:2]) if isinstance(sockname, tuple) else None
+    peer = tuple(peername[:2]) if isinstance(peername, tuple) else None
+    return scheme, local, peer
 
 
 def close_transport(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
