@@ -28,6 +28,8 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from kyoukai.wsgi import PerSecond
+
 #: The config key holding the format.
 CONFIG_KEY = "access_log_format"
 #: Common Log Format, plus the seconds the app took.
@@ -57,22 +59,8 @@ class _Headers:
         return self._environ.get(key) or "-"
 
 
-class _ClfTime:
-    """The local time in CLF (``10/Oct/2000:13:55:36 +0200``), formatted at most once a second."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = ""
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = datetime.fromtimestamp(now).astimezone().strftime("%d/%b/%Y:%H:%M:%S %z")
-        return self._value
-
-
-_clf_time = _ClfTime()
+#: The local time in CLF (``10/Oct/2000:13:55:36 +0200``).
+_clf_time = PerSecond(lambda now: datetime.fromtimestamp(now).astimezone().strftime("%d/%b/%Y:%H:%M:%S %z"))
 
 
 def _bytes(environ: dict[str, Any], status: int) -> int | str:

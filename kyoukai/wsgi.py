@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -27,10 +27,11 @@ def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
-class _DateCache:
-    """The ``Date`` header value, formatted at most once per second."""
+class PerSecond:
+    """The current time formatted by ``format_time(seconds)``, formatted at most once a second."""
 
-    def __init__(self) -> None:
+    def __init__(self, format_time: Callable[[int], str]) -> None:
+        self._format = format_time
         self._second = -1
         self._value = ""
 
@@ -38,12 +39,12 @@ class _DateCache:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = formatdate(now, usegmt=True)
+            self._value = self._format(now)
         return self._value
 
 
 #: ``http_date()`` returns the current time as an HTTP ``Date`` value.
-http_date = _DateCache()
+http_date = PerSecond(lambda now: formatdate(now, usegmt=True))
 
 
 def to_wsgi_environment(
