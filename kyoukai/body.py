@@ -71,16 +71,12 @@ class RequestBody:
         self.buffered += len(data)
         self.received += len(data)
         if wake:
-            self._wake()
-
-    def wake(self) -> None:
-        """Wake a reader waiting for data."""
-        self._wake()
+            self.wake()
 
     def feed_eof(self) -> None:
         """The peer finished the body."""
         self._eof = True
-        self._wake()
+        self.wake()
 
     def abort(self, exc: BaseException | None = None) -> None:
         """
@@ -92,7 +88,7 @@ class RequestBody:
             self._error = exc or ClientDisconnected()
         self._chunks.clear()
         self.buffered = 0
-        self._wake()
+        self.wake()
 
     def release(self) -> None:
         """
@@ -111,7 +107,8 @@ class RequestBody:
         """Whether the peer sent the whole body."""
         return self._eof
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Wake a reader waiting for data."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -168,7 +165,7 @@ class RequestBody:
         message = f"The request body stalled for body_timeout={self.timeout}s."
         logger.info("Gave up on a request body: %s", message)
         self._error = RequestTimeout(message)
-        self._wake()
+        self.wake()
 
     async def get_chunk(self) -> bytes:
         """The next chunk of the body as it arrives; ``b""`` at the end."""

@@ -16,7 +16,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
 from hpack import Decoder, Encoder
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hpack.table import HeaderTable
 
 #: Blocks remembered per connection and direction, and the largest block remembered.
@@ -43,6 +46,15 @@ def quiet_hpack_debug_logging() -> None:
 
     if not isinstance(hpack.hpack.log, _NoLog) and not hpack.hpack.log.isEnabledFor(logging.DEBUG):
         hpack.hpack.log = _NoLog()
+
+
+class CompressionError(ProtocolError):
+    """
+    A field block that cannot be decoded: RFC 9113 section 4.3 makes it a connection error of
+    type COMPRESSION_ERROR, where h2 would report a plain PROTOCOL_ERROR.
+    """
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
 
 
 class VersionedHeaderTable(HeaderTable):
@@ -113,7 +125,12 @@ class MemoDecoder(Decoder):
             if cached is not None:
                 return list(cached)
         version = table.version
-        headers = list(super().decode(data, raw))
+        try:
+            headers = list(super().decode(data, raw))
+        except OversizedHeaderListError:
+            raise  # h2 answers this one itself, with ENHANCE_YOUR_CALM
+        except (HPACKError, IndexError) as e:
+            raise CompressionError(f"undecodable field block: {e}") from e
         if key is not None and table.version == version and len(self._memo) < MEMO_ENTRIES:
             self._memo[key] = headers
             return list(headers)

@@ -22,6 +22,17 @@ CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connectio
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 
 
+def _check_field(name: bytes, value: bytes) -> str | None:
+    """What is wrong with a regular (not pseudo-header) field, or ``None``."""
+    if not _valid_name(name):
+        return f"invalid field name {name!r}"
+    if not _valid_value(value):
+        return f"invalid value of field {name!r}"
+    if name in CONNECTION_SPECIFIC:
+        return f"connection-specific field {name!r}"
+    return None
+
+
 def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = False) -> str | None:
     """
     What makes this request header block malformed, or ``None`` if it is valid. ``ended``: the
@@ -44,12 +55,9 @@ def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = 
             pseudo[name] = value
             continue
         regular_seen = True
-        if not _valid_name(name):
-            return f"invalid field name {name!r}"
-        if not _valid_value(value):
-            return f"invalid value of field {name!r}"
-        if name in CONNECTION_SPECIFIC:
-            return f"connection-specific field {name!r}"
+        problem = _check_field(name, value)
+        if problem is not None:
+            return problem
         if name == b"te" and value.lower() != b"trailers":
             return "te field other than 'trailers'"
         if name == b"host":
@@ -79,12 +87,7 @@ def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = 
 def check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """What makes this trailer block malformed, or ``None`` if it is valid."""
     for name, value in headers:
-        if name[:1] == b":":
-            return f"pseudo-header {name!r} in trailers"
-        if not _valid_name(name):
-            return f"invalid field name {name!r} in trailers"
-        if not _valid_value(value):
-            return f"invalid value of field {name!r} in trailers"
-        if name in CONNECTION_SPECIFIC:
-            return f"connection-specific field {name!r} in trailers"
+        problem = f"pseudo-header {name!r}" if name[:1] == b":" else _check_field(name, value)
+        if problem is not None:
+            return problem + " in trailers"
     return None

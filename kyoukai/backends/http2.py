@@ -27,7 +27,6 @@ import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from h2.stream import StreamClosedBy
-from hpack.exceptions import HPACKError
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from werkzeug.exceptions import InternalServerError
 
@@ -72,14 +71,6 @@ def _code_name(code: int) -> str:
 
 #: A DATA frame header: 24-bit length (as 16 + 8 bits), type 0, no flags, stream id.
 _DATA_FRAME_HEADER = struct.Struct(">HBBBL")
-
-
-def _with_goaway_code(data: bytes, error_code: int) -> bytes:
-    """``data`` with the error code of the GOAWAY frame that ends it (if it does) replaced."""
-    frame_start = len(data) - 17
-    if frame_start >= 0 and data[frame_start : frame_start + 5] == b"\x00\x00\x08\x07\x00":
-        return data[:-4] + error_code.to_bytes(4, "big")
-    return data
 
 
 class _H2Connection(h2.connection.H2Connection):
@@ -151,9 +142,9 @@ class H2State(RequestBody):
     def _consumed(self, size: int) -> None:
         self.protocol.acknowledge(self.stream_id, size)
 
-    def insert_data(self, data: bytes) -> None:
-        """Add request body data received on the stream."""
-        self.feed(data)
+    def insert_data(self, data: bytes, wake: bool = True) -> None:
+        """Add request body data received on the stream (see :meth:`feed` for ``wake``)."""
+        self.feed(data, wake)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         """The WSGI ``start_response`` callable: records the status and headers to send."""
@@ -246,6 +237,16 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._fed: set[H2State] = set()
+        self._event_handlers = {
+            h2.events.RequestReceived: self.request_received,
+            h2.events.DataReceived: self.receive_data,
+            h2.events.StreamEnded: self.stream_complete,
+            h2.events.WindowUpdated: self.window_opened,
+            h2.events.StreamReset: self.stream_reset,
+            h2.events.RemoteSettingsChanged: self.settings_changed,
+            h2.events.TrailersReceived: self.trailers_received,
+            h2.events.ConnectionTerminated: self.connection_terminated,
+        }
 
     def _is_active(self, stream_id: int) -> bool:
         return stream_id in self.streams
@@ -347,10 +348,6 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
-            cause = e.__cause__ or e.__context__
-            if code == ErrorCodes.PROTOCOL_ERROR and isinstance(cause, HPACKError):
-                # RFC 9113 section 4.3: an undecodable field block is a COMPRESSION_ERROR.
-                code = ErrorCodes.COMPRESSION_ERROR
             logger.info("Closing the HTTP/2 connection from %s: %s (error code %s).", self.peer, e, _code_name(code))
             self.close(code)
             return
@@ -424,24 +421,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
     # events
 
     def _dispatch_event(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.RequestReceived):
-            self.request_received(event)
-        elif isinstance(event, h2.events.DataReceived):
-            self.receive_data(event)
-        elif isinstance(event, h2.events.StreamEnded):
-            self.stream_complete(event)
-        elif isinstance(event, h2.events.WindowUpdated):
-            self.window_opened(event)
-        elif isinstance(event, h2.events.StreamReset):
-            self.stream_reset(event)
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self.settings_changed(event)
-        elif isinstance(event, h2.events.TrailersReceived):
-            self.trailers_received(event)
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.connection_terminated(event)
-        # PING, SETTINGS acks, PRIORITY and unknown frames need nothing from us: h2 answers
-        # PINGs and SETTINGS itself, and priority signals are advisory.
+        # PING, SETTINGS acks, PRIORITY and unknown frames have no handler: h2 answers PINGs
+        # and SETTINGS itself, and priority signals are advisory.
+        handler = self._event_handlers.get(type(event))
+        if handler is not None:
+            handler(event)
 
     def request_received(self, event: h2.events.RequestReceived) -> None:
         """A request head arrived: open its :class:`H2State` and start its handler."""
@@ -491,7 +475,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if padding:
             self.conn.acknowledge_received_data(padding, event.stream_id)
         # Woken once per read (in data_received), not once per DATA frame.
-        state.feed(event.data, wake=False)
+        state.insert_data(event.data, wake=False)
         self._fed.add(state)
 
     def stream_complete(self, event: h2.events.StreamEnded) -> None:
@@ -974,10 +958,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self.conn.close_connection(error_code=error_code, last_stream_id=self._last_stream_id)
             self._flush_raw()
         else:
-            # h2 ended the connection on a protocol error and queued its GOAWAY (a second one
-            # would contradict its last stream id); only its error code may need correcting.
-            self._pending.append(_with_goaway_code(self.conn.data_to_send(), error_code))
-            self._write_pending()
+            # h2 ended the connection on a protocol error and queued its own GOAWAY: a second
+            # one would contradict its last stream id.
+            self._flush_raw()
         self._closed = True
         for state in list(self.streams.values()):
             self._release(state)
