@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import importlib.util
 import os
 import shutil
@@ -30,6 +31,19 @@ def ensure_dependencies(*, uvloop: bool) -> None:
         importlib.invalidate_caches()
     if shutil.which("h2load") is None:
         install_h2load()
+    compile_bytecode()
+
+
+def compile_bytecode() -> None:
+    """
+    Write the ``.pyc`` files of Kyoukai and of the bench apps, as ``pip install`` does for every
+    package it installs (Hypercorn's included). An editable checkout has none until Python
+    writes them, and never under ``PYTHONDONTWRITEBYTECODE``: every server start would then
+    compile Kyoukai from source, which costs about 2 MiB of its peak RSS.
+    """
+    for folder in (REPO / "kyoukai", REPO / "bench" / "apps"):
+        if not compileall.compile_dir(folder, quiet=1):
+            sys.exit(f"could not compile {folder}")
 
 
 def install_h2load() -> None:

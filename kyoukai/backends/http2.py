@@ -31,6 +31,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
+from kyoukai.backends.h2_closed import ClosedStreams
 from kyoukai.backends.h2_guard import ConnectionGuard, Violation
 from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder, quiet_hpack_debug_logging
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
@@ -75,15 +76,54 @@ _DATA_FRAME_HEADER = struct.Struct(">HBBBL")
 
 class _H2Connection(h2.connection.H2Connection):
     """
-    h2's connection with one correction: RFC 9113 section 5.1 says an endpoint ignores the
-    frames it receives on a stream it has reset, where h2 answers every DATA frame on it with
-    another RST_STREAM (a client still uploading would get one per frame).
+    h2's connection with three changes:
+
+    - RFC 9113 section 5.1 says an endpoint ignores the frames it receives on a stream it has
+      reset, where h2 answers every DATA frame on it with another RST_STREAM (a client still
+      uploading would get one per frame).
+    - Closed streams are remembered in a :class:`ClosedStreams` ring, not an ordered dict.
+    - :meth:`_receive_frame` does not build ``repr(frame)`` for a trace line nobody logs: for a
+      DATA frame that hex-encodes the whole payload, which took 44% of the server's time in the
+      1 MiB upload benchmark.
     """
 
-    #: How many closed streams h2 remembers (to tell a late frame from a protocol error); h2's
-    #: 65,536 costs several MiB per long-lived connection.
-    MAX_CLOSED_STREAMS = 4096
     _reset_earlier = False
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        # How the last 4096 client streams were closed (to tell a late frame from a protocol
+        # error) in 40 KiB at most, where h2's ordered dict takes about 120 bytes a stream.
+        self._closed_streams = ClosedStreams()  # type: ignore[assignment]
+
+    def _receive_frame(self, frame: Any) -> list:
+        # h2 4.x's H2Connection._receive_frame without its eager repr(frame); the same error
+        # handling otherwise.
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            # Closed by RST_STREAM: answer with RST_STREAM; otherwise a connection error.
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            # A frame on a stream closed earlier, or implicitly by a higher stream id: a stream
+            # error after a reset, a connection error after END_STREAM or with no record.
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
 
     def _receive_data_frame(self, frame: Any) -> tuple[list, list]:
         # Whether we had reset this stream before this frame came (rather than this frame
