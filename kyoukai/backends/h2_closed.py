@@ -53,7 +53,7 @@ class ClosedStreams:
         self._ids = array("I", bytes(4 * span))
         self._codes = bytearray(span)
         self._mask = mask = span - 1
-        for old_id, code in zip(ids, codes):
+        for old_id, code in zip(ids, codes, strict=True):
             if old_id:
                 self._ids[old_id & mask] = old_id
                 self._codes[old_id & mask] = code
