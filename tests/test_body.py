@@ -148,11 +148,15 @@ class TestStreaming:
         body.feed_eof()
         assert await body.get_chunk() == b""
 
-    async def test_get_chunk_joins_what_is_buffered(self) -> None:
-        body = RequestBody()
+    async def test_get_chunk_hands_out_chunks_as_they_came(self, consumed: Consumed) -> None:
+        body = RequestBody(on_consumed=consumed)
         body.feed(b"a")
-        body.feed(b"b")
-        assert await body.get_chunk() == b"ab"
+        body.feed(b"bc")
+        assert await body.get_chunk() == b"a"
+        assert body.buffered == 2
+        assert await body.get_chunk() == b"bc"
+        assert body.buffered == 0
+        assert consumed.calls == [1, 2]
 
     async def test_async_iteration(self, consumed: Consumed) -> None:
         body = RequestBody(on_consumed=consumed)
