@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from werkzeug.utils import get_content_type
 from werkzeug.wrappers import Response
 
 from kyoukai.version import __version__
@@ -63,4 +64,21 @@ def wrap_response(value: Any, response_class: type | None = None, *, status: int
     if body is not None and not hasattr(body, "__iter__") and not hasattr(body, "__aiter__"):
         # Caught here, this is a 500 with a clear log line, not a failure half-way through sending.
         raise TypeError(f"a response body must be str, bytes or an iterable of them, not {type(body).__name__}")
-    return cls(body, status=status, headers=headers)
+    if headers:
+        return cls(body, status=status, headers=headers)
+    # No headers: the content type is the class's default, as werkzeug would pick it, but given
+    # outright (werkzeug's own check raises and catches a KeyError on every response).
+    return cls(body, status=status, content_type=_default_content_type(cls.default_mimetype))
+
+
+#: ``default_mimetype`` -> the ``Content-Type`` werkzeug derives from it.
+_DEFAULT_CONTENT_TYPES: dict[str | None, str | None] = {}
+
+
+def _default_content_type(mimetype: str | None) -> str | None:
+    try:
+        return _DEFAULT_CONTENT_TYPES[mimetype]
+    except KeyError:
+        content_type = None if mimetype is None else get_content_type(mimetype, "utf-8")
+        _DEFAULT_CONTENT_TYPES[mimetype] = content_type
+        return content_type

@@ -276,6 +276,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._join_writes = False
         self._fed: set[H2State] = set()
         self._event_handlers = {
             h2.events.RequestReceived: self.request_received,
@@ -314,6 +315,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.transport = transport
         self.loop = asyncio.get_running_loop()
         self.scheme, self.server_address, self.peer = transport_ends(transport)
+        # asyncio's TLS transport encrypts each buffer of writelines() as a TLS record of its
+        # own (a 9-byte record for each DATA frame header), so over TLS a batch is joined into
+        # one write; cleartext batches go out as they are (sendmsg), without the copy.
+        self._join_writes = self.scheme == "https"
         self._configure()
         if upgrade is None:
             self.conn.initiate_connection()
@@ -957,6 +962,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             return
         if len(pending) == 1:
             transport.write(pending[0])
+        elif self._join_writes:
+            transport.write(b"".join(pending))
         else:
             transport.writelines(pending)
         self.metrics.bytes_out += size
