@@ -26,7 +26,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2.stream import StreamClosedBy
+from h2.connection import ConnectionInputs
+from h2.stream import StreamClosedBy, StreamInputs
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from werkzeug.exceptions import InternalServerError
 
@@ -72,6 +73,9 @@ def _code_name(code: int) -> str:
 
 #: A DATA frame header: 24-bit length (as 16 + 8 bits), type 0, no flags, stream id.
 _DATA_FRAME_HEADER = struct.Struct(">HBBBL")
+#: Frame types and flags (RFC 9113 section 6) of the frames :meth:`_send_complete` writes.
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
 class _H2Connection(h2.connection.H2Connection):
@@ -731,27 +735,84 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         ends_now = parts.stream is None and not body
         if not ends_now and getattr(response, "trailers", None) is not None:
             state._trailers_from = response
+        if parts.stream is None and state._trailers_from is None and self._send_complete(state, headers, body):
+            return
         self._send_headers(state, headers, ends_now)
         if parts.stream is not None:
             self._flush()
             state._response_body = parts.stream
             await self.sending_loop(state.stream_id)
         elif body:
-            conn = self.conn
-            stream_id = state.stream_id
-            if (
-                state._trailers_from is None
-                and not self._write_paused
-                and len(body) <= conn.max_outbound_frame_size
-                and len(body) <= conn.local_flow_control_window(stream_id)
-            ):
-                # A small body that the windows allow now: one frame, no sending loop.
-                conn.send_data(stream_id, body, end_stream=True)
-                self._flush()
-                return
             self._flush()
             state._response_body = body
-            await self.sending_loop(stream_id)
+            await self.sending_loop(state.stream_id)
+
+    def _send_complete(self, state: H2State, headers: list[tuple[str, str]], body: bytes) -> bool:
+        """
+        Send a whole final response, head and body, if the body fits in one DATA frame that
+        the windows allow now; return whether it was sent. The frames are written here, with
+        every state change h2's ``send_headers`` and ``send_data`` make (the connection and
+        stream state machines, the HPACK encoder, both windows), and without their per-call
+        frame objects, header conversion and checks that cannot fail for a response built
+        here (lowercase names, no connection-specific fields; see :meth:`H2State.get_response_headers`).
+        """
+        conn = self.conn
+        stream_id = state.stream_id
+        stream = conn.streams.get(stream_id)
+        size = len(body)
+        frame_size = conn.max_outbound_frame_size
+        if (
+            stream is None
+            or state.closed
+            or self._closed
+            or self._write_paused
+            or headers[0][1][:1] == "1"  # an informational status is never a whole response
+            or size > frame_size
+            or size > conn.outbound_flow_control_window
+            or size > stream.outbound_flow_control_window
+        ):
+            return False
+        try:
+            conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+            stream.state_machine.process_input(StreamInputs.SEND_HEADERS)
+            # Encoded after the state change, as h2 does: the encoder's table changes for good.
+            block = conn.encoder.encode(headers)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+            raise _StreamClosed from e
+        stream.request_method = None  # as h2's send_headers leaves it for a response
+        state.headers_sent = True
+        # Whatever h2 has queued (earlier header blocks above all: HPACK order) goes first.
+        self._flush()
+        pending = self._pending
+        ends_with_headers = 0 if size else _END_STREAM
+        written = 0
+        for start in range(0, len(block), frame_size):
+            piece = block[start : start + frame_size]
+            first = start == 0
+            flags = (ends_with_headers if first else 0) | (_END_HEADERS if start + frame_size >= len(block) else 0)
+            kind = _HEADERS if first else _CONTINUATION
+            pending.append(_DATA_FRAME_HEADER.pack(len(piece) >> 8, len(piece) & 0xFF, kind, flags, stream_id))
+            pending.append(piece)
+            written += 9 + len(piece)
+        try:
+            if size:
+                conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
+                stream.state_machine.process_input(StreamInputs.SEND_DATA)
+            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+            raise _StreamClosed from e
+        if size:
+            pending.append(_DATA_FRAME_HEADER.pack(size >> 8, size & 0xFF, _DATA, _END_STREAM, stream_id))
+            pending.append(body)
+            written += 9 + size
+            stream.outbound_flow_control_window -= size
+            conn.outbound_flow_control_window -= size
+        self._pending_size += written
+        if self._pending_size >= 65536:
+            self._write_pending()
+        elif self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._write_pending)
+        return True
 
     def _send_headers(self, state: H2State, headers: list[tuple[str, str]], end_stream: bool) -> None:
         if state.closed or self._closed:
