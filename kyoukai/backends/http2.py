@@ -24,9 +24,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionInputs
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2.connection import ConnectionInputs
 from h2.stream import StreamClosedBy, StreamInputs
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 from werkzeug.exceptions import InternalServerError
