@@ -14,10 +14,11 @@ import pytest
 from conftest import serve
 from h2.errors import ErrorCodes
 from h2client import H2Client
+from hyperframe.frame import SettingsFrame
 from werkzeug.wrappers import Response
 
 from kyoukai import Kyoukai
-from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol
+from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol, _H2Connection
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -310,3 +311,90 @@ class TestResponseTrailers:
                 while chunk := sock.recv(65536):
                     raw += chunk
         assert raw.endswith(b"0\r\nX-Checksum: 1234\r\n\r\n"), raw
+
+
+class TestWholeResponses:
+    """A small response is written by Kyoukai itself (``_send_complete``), not by h2."""
+
+    @staticmethod
+    def stream_frames(client: H2Client, stream_id: int) -> list[tuple[str, set[str], int]]:
+        return [(type(f).__name__, set(f.flags), len(f.data)) for f in client.frames if f.stream_id == stream_id]
+
+    @staticmethod
+    def app() -> Kyoukai:
+        app = Kyoukai("whole")
+
+        @app.route("/n/<int:n>")
+        async def numbered(ctx, n: int):
+            # A new header value each time: the HPACK dynamic table changes with every response.
+            return f"body {n}", 200, {"x-number": str(n) * (n % 7 + 1)}
+
+        @app.route("/big-header")
+        async def big_header(ctx):
+            return "small body", 200, {"x-big": "v" * 40_000}
+
+        @app.route("/empty")
+        async def empty(ctx):
+            return None
+
+        return app
+
+    def test_head_and_body_in_two_frames_and_hpack_stays_in_step(self, monkeypatch) -> None:
+        via_h2: list[int] = []
+        original = _H2Connection.send_headers
+
+        def counting_send_headers(conn, stream_id, *args, **kwargs):
+            via_h2.append(stream_id)
+            return original(conn, stream_id, *args, **kwargs)
+
+        monkeypatch.setattr(_H2Connection, "send_headers", counting_send_headers)
+        with serve(self.app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            for n in range(60):
+                sid = client.request(f"/n/{n}")
+                stream = client.response(sid)
+                assert stream.status == 200
+                assert stream.header("x-number") == str(n) * (n % 7 + 1)
+                assert bytes(stream.data) == f"body {n}".encode()
+                assert [(kind, flags) for kind, flags, _ in self.stream_frames(client, sid)] == [
+                    ("HeadersFrame", {"END_HEADERS"}),
+                    ("DataFrame", {"END_STREAM"}),
+                ]
+        assert via_h2 == []  # every response was written directly
+
+    def test_header_block_larger_than_a_frame_goes_on_in_continuation_frames(self) -> None:
+        with serve(self.app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            sid = client.request("/big-header")
+            stream = client.response(sid)
+            after = client.response(client.request("/n/3"))
+        assert stream.header("x-big") == "v" * 40_000
+        assert bytes(stream.data) == b"small body"
+        kinds = [(kind, flags) for kind, flags, _ in self.stream_frames(client, sid)]
+        assert kinds[0] == ("HeadersFrame", set())
+        assert kinds[1:-2] == [("ContinuationFrame", set())] * (len(kinds) - 3)
+        assert kinds[-2:] == [("ContinuationFrame", {"END_HEADERS"}), ("DataFrame", {"END_STREAM"})]
+        assert max(size for _, _, size in self.stream_frames(client, sid)) <= 16_384
+        assert after.header("x-number") == "3333"
+
+    def test_bodiless_response_is_one_headers_frame(self) -> None:
+        with serve(self.app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
+            sid = client.request("/empty")
+            stream = client.response(sid)
+        assert stream.status == 204
+        assert [(kind, flags) for kind, flags, _ in self.stream_frames(client, sid)] == [
+            ("HeadersFrame", {"END_HEADERS", "END_STREAM"})
+        ]
+
+    def test_a_closed_window_falls_back_to_the_sending_loop(self) -> None:
+        settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 4}
+        with (
+            serve(self.app(), H2KyoukaiComponent) as server,
+            H2Client(server.port, settings=settings, auto_ack=False) as client,
+        ):
+            client.wait_ready()
+            sid = client.request("/n/1")
+            client.read_until(lambda: len(client.streams[sid].data) == 4)
+            assert bytes(client.streams[sid].data) == b"body"
+            client.window_update(sid, 100)
+            stream = client.response(sid)
+        assert bytes(stream.data) == b"body 1"
+        assert [size for kind, _, size in self.stream_frames(client, sid) if kind == "DataFrame"] == [4, 2]
