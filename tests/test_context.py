@@ -214,3 +214,29 @@ class TestNoDeprecationWarnings:
             await wrapped.inject_request({}, "/res", "OPTIONS")
             HTTPRequestContext(base, Request(to_wsgi_environment([], "GET", "/", "1.1")))
         assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == []
+
+
+class TestServerName:
+    def test_the_apps_server_name_wins(self) -> None:
+        from kyoukai import KyoukaiComponent
+
+        app = Kyoukai("named", server_name="example.test")
+        assert KyoukaiComponent(app).get_server_name() == "example.test"
+
+    def test_host_name_looked_up_on_first_use_only(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import socket
+
+        from kyoukai import KyoukaiComponent
+
+        lookups: list[int] = []
+
+        def fake_getfqdn(name: str = "") -> str:
+            lookups.append(1)
+            return "host.example.test"
+
+        monkeypatch.setattr(socket, "getfqdn", fake_getfqdn)
+        component = KyoukaiComponent(Kyoukai("unnamed"))
+        assert lookups == []  # not at construction: it is a blocking DNS query
+        assert component.get_server_name() == "host.example.test"
+        assert component.get_server_name() == "host.example.test"
+        assert lookups == [1]
