@@ -14,7 +14,7 @@ from typing import Any
 from workloads import Workload
 
 #: The per-round figures that get a median.
-FIGURES = ("rps", "mib_s", "p50_ms", "p99_ms", "rss_mib")
+FIGURES = ("rps", "mib_s", "p50_ms", "p99_ms", "rss_mib", "rest_mib")
 HEADLINE_UNITS = {"rps": "req/s", "mib_s": "MiB/s"}
 
 
@@ -54,9 +54,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """The medians as a Markdown table: Kyoukai | Hypercorn per figure, the ratio of the headline."""
     header = (
         "| workload | h2load | Kyoukai | Hypercorn | Kyoukai/Hypercorn "
-        "| p50 ms (K / H) | p99 ms (K / H) | peak RSS MiB (K / H) |"
+        "| p50 ms (K / H) | p99 ms (K / H) | peak RSS MiB (K / H) | RSS at rest MiB (K / H) |"
     )
-    lines = [header, "|---|---|--:|--:|--:|--:|--:|--:|"]
+    lines = [header, "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for row in rows:
         k, h = row["servers"]["kyoukai"]["median"], row["servers"]["hypercorn"]["median"]
         fig, unit = row["headline"], row["unit"]
@@ -65,7 +65,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"| {number(k[fig])} {unit} | {number(h[fig])} {unit} | **{number(row['ratio'], 2)}x** "
             f"| {number(k['p50_ms'], 2)} / {number(h['p50_ms'], 2)} "
             f"| {number(k['p99_ms'], 2)} / {number(h['p99_ms'], 2)} "
-            f"| {number(k['rss_mib'], 1)} / {number(h['rss_mib'], 1)} |"
+            f"| {number(k['rss_mib'], 1)} / {number(h['rss_mib'], 1)} "
+            f"| {number(k['rest_mib'], 1)} / {number(h['rest_mib'], 1)} |"
         )
     return "\n".join(lines)
 

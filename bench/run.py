@@ -95,6 +95,8 @@ def measure_once(
     proc = ServerProcess(cmd, cwd, port, files["server_cpu"], log_path)
     try:
         with proc:
+            # The peak so far, before any load: the server at rest (imports, listening socket).
+            rest = proc.peak_rss_kib()
             measured = run_h2load(
                 workload,
                 port,
@@ -115,6 +117,7 @@ def measure_once(
         p50_ms=measured.p50_ms,
         p99_ms=measured.p99_ms,
         rss_mib=rss / 1024 if rss else math.nan,
+        rest_mib=rest / 1024 if rest else math.nan,
         problems=measured.problems(workload),
     )
     server_output = log_path.read_text(errors="replace").strip().splitlines()
