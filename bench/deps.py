@@ -23,12 +23,17 @@ def ensure_dependencies(*, uvloop: bool) -> None:
     """
     wanted = dict(PYTHON_PACKAGES, uvloop="uvloop") if uvloop else PYTHON_PACKAGES
     missing = [req for name, req in wanted.items() if importlib.util.find_spec(name) is None]
-    if importlib.util.find_spec("kyoukai") is None:
+    install_kyoukai = importlib.util.find_spec("kyoukai") is None
+    if install_kyoukai:
         missing += ["-e", str(REPO)]
     if missing:
         print(f"installing {' '.join(missing)} with pip", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
         importlib.invalidate_caches()
+    if install_kyoukai:
+        # An editable install takes effect at the next interpreter start (its .pth file); the
+        # servers are new processes, but this one imports Kyoukai too (the TLS certificate).
+        sys.path.insert(0, str(REPO))
     if shutil.which("h2load") is None:
         install_h2load()
     compile_bytecode()
