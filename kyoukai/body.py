@@ -145,10 +145,14 @@ class RequestBody:
                 parts.append(chunk[:remaining])
                 chunks[0] = chunk[remaining:]
             data = b"".join(parts)
-        self.buffered -= len(data)
-        if self._on_consumed is not None:
-            self._on_consumed(len(data))
+        self._consumed(len(data))
         return data
+
+    def _consumed(self, size: int) -> None:
+        """``size`` buffered bytes went to the application: their credit goes back."""
+        self.buffered -= size
+        if self._on_consumed is not None:
+            self._on_consumed(size)
 
     async def _wait(self) -> None:
         if self._error is not None:
@@ -185,9 +189,7 @@ class RequestBody:
             return b""
         # One chunk as it came: no joining copy, and its credit goes back at once.
         data = chunks.pop(0)
-        self.buffered -= len(data)
-        if self._on_consumed is not None:
-            self._on_consumed(len(data))
+        self._consumed(len(data))
         return data
 
     async def read_async(self, to_end: bool = True) -> bytes:
@@ -235,6 +237,7 @@ class RequestBody:
                 self.buffered = 0
                 size += taken
                 if limit is not None and size > limit:
+                    # No credit back for a body that is refused.
                     raise _too_large(f"The request body is larger than the max_body_size of {limit} bytes.")
                 if self._on_consumed is not None:
                     self._on_consumed(taken)

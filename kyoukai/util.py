@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -71,14 +72,7 @@ def wrap_response(value: Any, response_class: type | None = None, *, status: int
     return cls(body, status=status, content_type=_default_content_type(cls.default_mimetype))
 
 
-#: ``default_mimetype`` -> the ``Content-Type`` werkzeug derives from it.
-_DEFAULT_CONTENT_TYPES: dict[str | None, str | None] = {}
-
-
+@functools.cache
 def _default_content_type(mimetype: str | None) -> str | None:
-    try:
-        return _DEFAULT_CONTENT_TYPES[mimetype]
-    except KeyError:
-        content_type = None if mimetype is None else get_content_type(mimetype, "utf-8")
-        _DEFAULT_CONTENT_TYPES[mimetype] = content_type
-        return content_type
+    """The ``Content-Type`` werkzeug derives from a response class's ``default_mimetype``."""
+    return None if mimetype is None else get_content_type(mimetype, "utf-8")

@@ -71,9 +71,9 @@ def _code_name(code: int) -> str:
         return str(code)
 
 
-#: A DATA frame header: 24-bit length (as 16 + 8 bits), type 0, no flags, stream id.
-_DATA_FRAME_HEADER = struct.Struct(">HBBBL")
-#: Frame types and flags (RFC 9113 section 6) of the frames :meth:`_send_complete` writes.
+#: A frame header: 24-bit length (as 16 + 8 bits), type, flags, stream id.
+_FRAME_HEADER = struct.Struct(">HBBBL")
+#: Frame types and flags (RFC 9113 section 6) of the frames Kyoukai writes itself.
 _DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
@@ -791,7 +791,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             first = start == 0
             flags = (ends_with_headers if first else 0) | (_END_HEADERS if start + frame_size >= len(block) else 0)
             kind = _HEADERS if first else _CONTINUATION
-            pending.append(_DATA_FRAME_HEADER.pack(len(piece) >> 8, len(piece) & 0xFF, kind, flags, stream_id))
+            pending.append(_FRAME_HEADER.pack(len(piece) >> 8, len(piece) & 0xFF, kind, flags, stream_id))
             pending.append(piece)
             written += 9 + len(piece)
         try:
@@ -802,16 +802,12 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
             raise _StreamClosed from e
         if size:
-            pending.append(_DATA_FRAME_HEADER.pack(size >> 8, size & 0xFF, _DATA, _END_STREAM, stream_id))
+            pending.append(_FRAME_HEADER.pack(size >> 8, size & 0xFF, _DATA, _END_STREAM, stream_id))
             pending.append(body)
             written += 9 + size
             stream.outbound_flow_control_window -= size
             conn.outbound_flow_control_window -= size
-        self._pending_size += written
-        if self._pending_size >= 65536:
-            self._write_pending()
-        elif self._flush_handle is None:
-            self._flush_handle = self.loop.call_soon(self._write_pending)
+        self._queued(written)
         return True
 
     def _send_headers(self, state: H2State, headers: list[tuple[str, str]], end_stream: bool) -> None:
@@ -929,16 +925,14 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         last_start = total - (total % frame_size or frame_size) if total else 0
         pending = self._pending
         for start in range(0, last_start, frame_size):
-            pending.append(_DATA_FRAME_HEADER.pack(frame_size >> 8, frame_size & 0xFF, 0, 0, stream_id))
+            pending.append(_FRAME_HEADER.pack(frame_size >> 8, frame_size & 0xFF, _DATA, 0, stream_id))
             pending.append(view[start : start + frame_size])
         if last_start:
             conn.outbound_flow_control_window -= last_start
             stream.outbound_flow_control_window -= last_start
-            self._pending_size += last_start
+            self._queued(last_start + 9 * (last_start // frame_size))
         conn.send_data(stream_id, view[last_start:], end_stream=end_stream)
         self._flush()
-        if self._pending_size >= 65536:
-            self._write_pending()
 
     async def _wait_for_window(self, state: H2State) -> None:
         try:
@@ -1003,7 +997,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if not data or self._closed:
             return
         self._pending.append(data)
-        self._pending_size += len(data)
+        self._queued(len(data))
+
+    def _queued(self, size: int) -> None:
+        """``size`` more bytes are in ``_pending``: write them now past 64 KiB, else this turn."""
+        self._pending_size += size
         if self._pending_size >= 65536:
             self._write_pending()
         elif self._flush_handle is None:
