@@ -38,6 +38,8 @@ setup(
             "trustme>=1.1",
             "hyperframe>=6",
             "gunicorn>=25",
+            # The deployment example runs with asphalt run --loop uvloop.
+            "uvloop>=0.19",
             "ruff>=0.6",
             # CI builds the docs (tests/test_docs.py).
             "sphinx>=7",

@@ -39,6 +39,16 @@ class ServerSettings:
     body_timeout: float = 60.0
     #: Seconds in-flight requests get to finish when the server stops.
     shutdown_timeout: float = 10.0
+    #: Largest chunk head (the size line of a chunked HTTP/1.1 request body, extensions
+    #: included) in bytes: 400 and close past it.
+    max_chunk_head_size: int = 4 * KiB
+    #: Request body bytes an HTTP/2 stream may still send, read and thrown away (with their
+    #: flow-control credit returned), after its response has ended before the request did
+    #: (an early 413, a handler that ignored the upload), so that the client sees the response
+    #: rather than a reset; past it, or after ``discard_timeout``, RST_STREAM NO_ERROR.
+    max_discard_size: int = 64 * MiB
+    #: Seconds such a stream may keep sending before it is reset.
+    discard_timeout: float = 5.0
     #: Request body bytes buffered per request or stream before the client is made to wait.
     body_buffer_size: int = 1 * MiB
     #: Requests read ahead on one HTTP/1.1 connection while an earlier one is being answered.

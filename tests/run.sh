@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Install what the test suite needs (Python packages from the `test` extra, Debian's curl,
-# nghttp2-client for nghttp/h2load, and haproxy) and run it. Extra arguments go to pytest.
+# Run the whole test suite the same way on any machine:
+#   1. Debian packages the tests drive (curl, nghttp2-client for nghttp/h2load, chromium, haproxy);
+#   2. a fresh virtual environment, .venv-test, rebuilt on every run, with the project and its
+#      `test` extra installed at the exact versions of tests/constraints.txt;
+#   3. pytest from that environment. Extra arguments go to pytest.
+# Refresh the pinned versions to the newest releases with: bash tests/refresh-constraints.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,5 +19,10 @@ if [ ${#need[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 fi
-python -m pip install -q -e '.[test]'
-python -m pytest "$@"
+venv=${KYOUKAI_TEST_VENV:-.venv-test}
+constraints=${KYOUKAI_TEST_CONSTRAINTS:-tests/constraints.txt}
+python=${PYTHON:-python3}
+rm -rf "$venv"
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e '.[test]'
+"$venv/bin/python" -m pytest "$@"

@@ -257,7 +257,8 @@ class TestRequestBodies:
 
 class TestStreamingResponses:
     @pytest.fixture(scope="class")
-    def streaming(self) -> Iterator[tuple[RunningServer, dict[str, Any]]]:
+    @staticmethod
+    def streaming() -> Iterator[tuple[RunningServer, dict[str, Any]]]:
         app = Kyoukai("streaming")
         state: dict[str, Any] = {}
 
@@ -487,7 +488,8 @@ class TestSignals:
 
 class TestAppFaults:
     @pytest.fixture(scope="class")
-    def faulty(self) -> Iterator[RunningServer]:
+    @staticmethod
+    def faulty() -> Iterator[RunningServer]:
         class BrokenRequest(Request):
             def __init__(self, environ: dict[str, Any]) -> None:
                 if environ["PATH_INFO"] == "/broken-request":
