@@ -149,8 +149,9 @@ class Kyoukai:
                 # Uploaded files are spooled to temporary files: release them with the request.
                 request.close()
             if self.config.get("server_header", True):
-                result.headers["Server"] = SERVER_TOKEN
-                result.headers["X-Powered-By"] = SERVER_TOKEN
+                # The app's own values win (RFC 9110 section 10.2.4 allows one Server field).
+                result.headers.setdefault("Server", SERVER_TOKEN)
+                result.headers.setdefault("X-Powered-By", SERVER_TOKEN)
             request.environ[RESPONSE_KEY] = result
             self.log_route(request, result.status_code)
             return result

@@ -16,6 +16,8 @@ from urllib.parse import unquote_to_bytes
 
 from werkzeug.wrappers import Response
 
+from kyoukai.protocol.fields import InvalidFieldError, checked_names
+
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
 _JOINED_WITH_SEMICOLON = frozenset({"HTTP_COOKIE"})
@@ -166,21 +168,24 @@ class ResponseParts(NamedTuple):
     stream: AsyncIterator[bytes] | None
 
 
-def _has_content_length(headers: list[tuple[str, str]]) -> bool:
-    for name, _ in headers:
-        if len(name) == 14 and name.lower() == "content-length":
-            return True
-    return False
-
-
 def prepare_response(response: Response, environ: dict[str, Any]) -> ResponseParts:
     """
     Split a werkzeug response into status, headers and either a complete body (with
     ``Content-Length``) or a stream of chunks (generators and async generators are sent as they
-    produce, never turned into a string).
+    produce, never turned into a string). ``Date`` is added when the response has none.
+
+    :raises InvalidFieldError: when a header name is not a token or a value holds CR, LF or
+        NUL (the response is closed; nothing of it may be sent).
     """
     status = response.status_code
     headers = response.headers.to_wsgi_list()
+    try:
+        names = checked_names(headers)
+    except InvalidFieldError:
+        response.close()
+        raise
+    if "\ndate\n" not in names:
+        headers.append(("Date", http_date()))
     no_body = environ.get("REQUEST_METHOD") == "HEAD" or status in _NO_BODY_STATUSES or status < 200
     payload = response.response
     if isinstance(payload, (list, tuple)):
@@ -188,8 +193,7 @@ def prepare_response(response: Response, environ: dict[str, Any]) -> ResponsePar
             body = payload[0]
         else:
             body = b"".join(response.iter_encoded())
-        # (Scanning the list: a miss in werkzeug's Headers raises and catches an exception.)
-        if status not in _NO_BODY_STATUSES and status >= 200 and not _has_content_length(headers):
+        if status not in _NO_BODY_STATUSES and status >= 200 and "\ncontent-length\n" not in names:
             headers.append(("Content-Length", str(len(body))))
         return ResponseParts(status, reason_phrase(status), headers, b"" if no_body else body, None)
     if no_body:
@@ -236,16 +240,19 @@ def get_formatted_response(response: Response, environ: dict[str, Any]) -> bytes
     """
     The HTTP/1.x bytes of a complete response: status line, the response's headers in order,
     a blank line and the body (a streaming body is collected).
+
+    :raises InvalidFieldError: as :func:`prepare_response`.
     """
     version = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
     if version not in ("1.0", "1.1"):
         version = "1.1"
     status = response.status_code
     headers = response.headers.to_wsgi_list()
+    names = checked_names(headers)
     if environ.get("REQUEST_METHOD") == "HEAD" or status in _NO_BODY_STATUSES or status < 200:
         body = b""
     else:
         body = b"".join(response.iter_encoded())
-        if "Content-Length" not in response.headers:
+        if "\ncontent-length\n" not in names:
             headers.append(("Content-Length", str(len(body))))
     return format_head(status, reason_phrase(status), headers, version) + body

@@ -38,8 +38,9 @@ from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder, quiet_hpack_debu
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
 from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
+from kyoukai.protocol.fields import InvalidFieldError, checked_names
 from kyoukai.tls import create_server_context
-from kyoukai.wsgi import http_date, prepare_response, to_wsgi_environment
+from kyoukai.wsgi import prepare_response, to_wsgi_environment
 
 if TYPE_CHECKING:
     from asphalt.core import Context
@@ -89,12 +90,20 @@ class _H2Connection(h2.connection.H2Connection):
     - :meth:`_receive_frame` does not build ``repr(frame)`` for a trace line nobody logs: for a
       DATA frame that hex-encodes the whole payload, which took 44% of the server's time in the
       1 MiB upload benchmark.
+
+    And it reports every RST_STREAM it sends with an error code, the ones h2 makes on its own
+    (a stream window pushed past 2**31-1, DATA after END_STREAM) as well as the server's, to
+    ``count_reset``; the first :class:`Violation` that returns is kept in
+    :attr:`reset_violation` for the protocol to act on once h2 is done with the frame.
     """
 
     _reset_earlier = False
+    #: The reset budget's verdict, once a reset was one too many.
+    reset_violation: Violation | None = None
 
-    def __init__(self, config: h2.config.H2Configuration) -> None:
+    def __init__(self, config: h2.config.H2Configuration, count_reset: Any = None) -> None:
         super().__init__(config)
+        self._count_reset = count_reset
         # How the last 4096 client streams were closed (to tell a late frame from a protocol
         # error) in 40 KiB at most, where h2's ordered dict takes about 120 bytes a stream.
         self._closed_streams = ClosedStreams()  # type: ignore[assignment]
@@ -129,6 +138,17 @@ class _H2Connection(h2.connection.H2Connection):
             self._prepare_for_sending(frames)
         return events
 
+    def _prepare_for_sending(self, frames: list) -> None:
+        # Every frame h2 sends passes here: the one place to see each RST_STREAM.
+        count_reset = self._count_reset
+        if count_reset is not None:
+            for frame in frames:
+                if frame.__class__ is RstStreamFrame and frame.error_code:
+                    violation = count_reset()
+                    if violation is not None and self.reset_violation is None:
+                        self.reset_violation = violation
+        super()._prepare_for_sending(frames)
+
     def _receive_data_frame(self, frame: Any) -> tuple[list, list]:
         # Whether we had reset this stream before this frame came (rather than this frame
         # being the stream error that resets it now).
@@ -144,6 +164,17 @@ class _H2Connection(h2.connection.H2Connection):
 
 class _StreamClosed(Exception):
     """The stream was reset or the connection is gone: stop sending on it."""
+
+
+class _Discard:
+    """A stream whose response is complete while its client is still sending the request."""
+
+    __slots__ = ("remaining", "timer")
+
+    def __init__(self, remaining: int, timer: asyncio.TimerHandle) -> None:
+        #: Body bytes the stream may still send before it is reset.
+        self.remaining = remaining
+        self.timer = timer
 
 
 class H2State(RequestBody):
@@ -206,17 +237,17 @@ class H2State(RequestBody):
 
     # flow control waits
 
-    async def wait_for_window(self) -> None:
-        """Wait until a WINDOW_UPDATE or SETTINGS change may have opened the window."""
-        if self.closed:
-            raise _StreamClosed
-        self._window_waiter = self.protocol.loop.create_future()
-        try:
-            await self._window_waiter
-        finally:
-            self._window_waiter = None
-        if self.closed:
-            raise _StreamClosed
+    def window_waiter(self) -> asyncio.Future:
+        """
+        A future that :meth:`window_opened` (a WINDOW_UPDATE or SETTINGS change that may have
+        opened the window) or :meth:`close` completes. It exists from this call on, so a wake-up
+        that comes before the sender awaits it is not lost; the sender checks the window again
+        after taking it (see :meth:`H2KyoukaiProtocol._wait_for_window`).
+        """
+        waiter = self._window_waiter
+        if waiter is None or waiter.done():
+            waiter = self._window_waiter = self.protocol.loop.create_future()
+        return waiter
 
     def window_opened(self) -> None:
         """Wake a sender waiting for window."""
@@ -243,6 +274,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.app: Kyoukai = component.app
         self.parent_context = parent_context
         self.settings = component.settings
+        #: The abuse budgets of this connection.
+        self.guard = ConnectionGuard(component.settings, is_active=self._is_active)
         self.conn = _H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
@@ -251,18 +284,21 @@ class H2KyoukaiProtocol(asyncio.Protocol):
                 # request is a stream error, not a connection error).
                 validate_inbound_headers=False,
                 # Response headers are built here (lowercase names, no connection-specific
-                # fields, values checked by werkzeug), so h2's outbound checks are skipped.
+                # fields) and checked in one pass by kyoukai.protocol.fields, so h2's outbound
+                # checks are skipped.
                 validate_outbound_headers=False,
                 normalize_outbound_headers=False,
-            )
+            ),
+            count_reset=self.guard.count_reset,
         )
-        #: The abuse budgets of this connection.
-        self.guard = ConnectionGuard(component.settings, is_active=self._is_active)
         self.metrics = component.metrics
         self.transport: asyncio.Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         #: Open streams by id.
         self.streams: dict[int, H2State] = {}
+        #: Streams whose response ended before their request: how many more body bytes each
+        #: may send (to be read and thrown away) and the timer that resets it.
+        self._discarding: dict[int, _Discard] = {}
         #: Counts the turns streams take at sending DATA (see :meth:`_wake_senders`).
         self._send_turns = 0
         self.scheme = "http"
@@ -404,6 +440,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self._dispatch_event(event)
             if self._closed:
                 return
+        if self.conn.reset_violation is not None:
+            self._calm_down(self.conn.reset_violation)
+            return
         if self._fed:
             for state in self._fed:
                 state.wake()
@@ -439,6 +478,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        for discard in self._discarding.values():
+            discard.timer.cancel()
+        self._discarding.clear()
         for state in list(self.streams.values()):
             state.abort()
             state.close()
@@ -489,7 +531,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if self._draining:
             self._refuse(stream_id)
             return
-        if len(self.streams) >= self.settings.max_concurrent_streams:
+        # Streams still sending a body after their response count too (half-closed, RFC 9113
+        # section 5.1.2).
+        if len(self.streams) + len(self._discarding) >= self.settings.max_concurrent_streams:
             logger.info(
                 "Refused stream %d from %s: max_concurrent_streams=%d streams are open.",
                 stream_id,
@@ -520,6 +564,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         padding = event.flow_controlled_length - len(event.data)
         if state is None or state.closed:
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            discard = self._discarding.get(event.stream_id)
+            if discard is not None:
+                discard.remaining -= event.flow_controlled_length
+                if discard.remaining < 0:
+                    self._end_discard(event.stream_id, "max_discard_size")
             return
         if padding:
             self.conn.acknowledge_received_data(padding, event.stream_id)
@@ -532,6 +581,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         state = self.streams.get(event.stream_id)
         if state is not None:
             state.feed_eof()
+        elif self._discarding:
+            self._end_discard(event.stream_id, None)
 
     def trailers_received(self, event: h2.events.TrailersReceived) -> None:
         """Request trailers: kept in the environ as ``kyoukai.trailers``."""
@@ -580,6 +631,8 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         """Forget a stream that is gone: cancel its handler, free its state."""
         state = self.streams.pop(stream_id, None)
         if state is None:
+            if self._discarding:
+                self._end_discard(stream_id, None)
             return False
         self._release(state)
         if state.task is not None:
@@ -659,10 +712,20 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             pass
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception(
-                "Stream %d (%s %s) failed.", state.stream_id, environ["REQUEST_METHOD"], environ["PATH_INFO"]
-            )
+        except Exception as e:
+            if isinstance(e, InvalidFieldError):
+                logger.error(
+                    "Stream %d (%s %s): %s; %s.",
+                    state.stream_id,
+                    environ["REQUEST_METHOD"],
+                    environ["PATH_INFO"],
+                    e,
+                    "resetting it" if state.headers_sent else "sending 500 instead",
+                )
+            else:
+                logger.exception(
+                    "Stream %d (%s %s) failed.", state.stream_id, environ["REQUEST_METHOD"], environ["PATH_INFO"]
+                )
             if not state.headers_sent and not state.closed:
                 try:
                     await self._send_response(state, InternalServerError().get_response(environ))
@@ -692,8 +755,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if state.headers_sent:
             self.metrics.requests += 1
         if not state.closed and not state.complete and not self._closed:
-            # RFC 9113 section 8.1: a complete response may end a request not fully sent.
-            self._reset(stream_id, ErrorCodes.NO_ERROR)
+            self._discard_rest(state)
         self._release(state)
         state.release()
         # werkzeug's request and its environ point at each other; cut the cycle so the request
@@ -701,6 +763,42 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         environ.pop("werkzeug.request", None)
         environ.pop("wsgi.input", None)  # the other cycle: the state holds the environ
         self._flush()
+        self._maybe_idle()
+
+    def _discard_rest(self, state: H2State) -> None:
+        """
+        The response is complete but the request is not: read and throw away what the client
+        still sends (credit returned, so it can finish), up to ``max_discard_size`` bytes and
+        ``discard_timeout`` seconds, then RST_STREAM NO_ERROR, which RFC 9113 section 8.1
+        allows at once. Waiting lets clients that treat that reset as a failure (curl 7.88)
+        finish the upload and report the response, an early 413 above all.
+        """
+        budget = self.settings.max_discard_size
+        stream_id = state.stream_id
+        if state.expected_length is not None and state.expected_length - state.received > budget:
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+            return
+        timer = self.loop.call_later(self.settings.discard_timeout, self._end_discard, stream_id, "discard_timeout")
+        self._discarding[stream_id] = _Discard(budget, timer)
+
+    def _end_discard(self, stream_id: int, limit: str | None) -> None:
+        """
+        Stop discarding the body of ``stream_id``: it ended or was reset (``limit`` is
+        ``None``), or it went past ``limit`` and is reset now.
+        """
+        discard = self._discarding.pop(stream_id, None)
+        if discard is None:
+            return
+        discard.timer.cancel()
+        if limit is not None and not self._closed:
+            logger.debug(
+                "Reset stream %d from %s: its request body went on past %s after the response.",
+                stream_id,
+                self.peer,
+                limit,
+            )
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+            self._flush()
         self._maybe_idle()
 
     def _release(self, state: H2State) -> None:
@@ -730,7 +828,6 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         parts = prepare_response(response, state.environ)
         state.start_response(str(parts.status), parts.headers)
         headers = state.get_response_headers()
-        headers.append(("date", http_date()))
         body = parts.body
         ends_now = parts.stream is None and not body
         if not ends_now and getattr(response, "trailers", None) is not None:
@@ -863,6 +960,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         if hasattr(trailers, "items"):
             trailers = trailers.items()
         block = [(name.lower(), str(value)) for name, value in trailers if name.lower() not in _CONNECTION_SPECIFIC]
+        checked_names(block, "trailer")
         try:
             if block:
                 self.conn.send_headers(state.stream_id, block, end_stream=True)
@@ -935,8 +1033,21 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._flush()
 
     async def _wait_for_window(self, state: H2State) -> None:
+        """
+        Wait until the stream's window may have opened. The waiter is taken before the window
+        is looked at again, and awaited as it is (no task in between): whatever opens the
+        window, before or after this point, either shows in the window or completes the waiter.
+        """
+        waiter = state.window_waiter()
+        if state.closed or self._closed:
+            raise _StreamClosed
         try:
-            await asyncio.wait_for(state.wait_for_window(), self.settings.send_timeout)
+            if self.conn.local_flow_control_window(state.stream_id) > 0:
+                return
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as e:
+            raise _StreamClosed from e
+        try:
+            await asyncio.wait_for(waiter, self.settings.send_timeout)
         except TimeoutError:
             logger.info(
                 "Reset stream %d from %s: its flow-control window stayed closed for send_timeout=%ss.",
@@ -964,14 +1075,19 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             raise _StreamClosed from None
 
     async def send_informational(self, environ: dict[str, Any], status: int, headers: list[tuple[str, str]]) -> None:
-        """Send a 1xx response (e.g. 103 Early Hints) on the request's stream before its response."""
+        """
+        Send a 1xx response (e.g. 103 Early Hints) on the request's stream before its response.
+
+        :raises InvalidFieldError: when a header name is not a token or a value holds CR, LF or NUL.
+        """
         state = environ.get("wsgi.input")
         if not isinstance(state, H2State) or state.protocol is not self or not 100 <= status < 200:
             raise ValueError("send_informational needs the environ of a request on this connection and a 1xx status")
+        fields = [(name.lower(), str(value)) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
+        checked_names(fields, "informational response")
         if state.headers_sent or state.closed or self._closed:
             return
-        block = [(":status", str(status))]
-        block.extend((name.lower(), value) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC)
+        block = [(":status", str(status)), *fields]
         try:
             self.conn.send_headers(state.stream_id, block)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -1036,10 +1152,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self.conn.reset_stream(stream_id, code)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
-        if code != ErrorCodes.NO_ERROR:
-            violation = self.guard.count_reset()
-            if violation is not None:
-                self._calm_down(violation)
+        # (The connection counted the reset, if it carries an error code.)
+        violation = self.conn.reset_violation
+        if violation is not None and not self._closed:
+            self._calm_down(violation)
 
     def _refuse(self, stream_id: int) -> None:
         """Refuse one stream (REFUSED_STREAM): the client may retry it elsewhere."""
@@ -1095,7 +1211,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             abort_transport(self.transport)
 
     def _maybe_idle(self) -> None:
-        if self.streams or self._closed:
+        if self.streams or self._discarding or self._closed:
             return
         if self._draining:
             self._flush_raw()

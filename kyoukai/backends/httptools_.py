@@ -21,6 +21,7 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
+from kyoukai.protocol.fields import InvalidFieldError, checked_names
 from kyoukai.tls import negotiated_protocol
 from kyoukai.wsgi import format_head, http_date, prepare_response, reason_phrase, to_wsgi_environment
 
@@ -474,14 +475,23 @@ class KyoukaiProtocol(asyncio.Protocol):
                 "Processing %s %s failed outside the route.", environ["REQUEST_METHOD"], environ["PATH_INFO"]
             )
             response = InternalServerError().get_response(environ)
-        parts = prepare_response(response, environ)
+        version = req.version if req.version in ("1.0", "1.1") else "1.1"
+        try:
+            parts = prepare_response(response, environ)
+        except InvalidFieldError as e:
+            logger.error(
+                "The response to %s %s was not sent: %s; sending 500 instead.",
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
+                e,
+            )
+            self._write_rejection(_Rejection(500, "Internal Server Error", version))
+            return False
         headers = parts.headers
         app_closes = self._take_connection_header(headers)
         keep_alive = (
             req.keep_alive and not app_closes and not self._shutting_down and not self._closing and req.body.complete
         )
-        headers.append(("Date", http_date()))
-        version = req.version if req.version in ("1.0", "1.1") else "1.1"
         chunked = False
         if parts.body is None:
             has_length = any(name.lower() == "content-length" for name, _ in headers)
@@ -543,7 +553,21 @@ class KyoukaiProtocol(asyncio.Protocol):
             # Run the app's clean-up now, not whenever the generator is garbage collected.
             await parts.stream.aclose()
         if chunked:
-            self.transport.write(b"0\r\n" + self._trailer_block(response, environ) + b"\r\n")
+            try:
+                trailer_block = self._trailer_block(response, environ)
+            except InvalidFieldError as e:
+                # The head is out: end the connection without the last chunk, so the client
+                # sees an incomplete response rather than a field it must not get.
+                logger.error(
+                    "The trailers of %s %s were not sent: %s; closing the connection.",
+                    environ["REQUEST_METHOD"],
+                    environ["PATH_INFO"],
+                    e,
+                )
+                self._closing = True
+                close_transport(self.transport, self.loop, self.settings.send_timeout)
+                return False
+            self.transport.write(b"0\r\n" + trailer_block + b"\r\n")
         return keep_alive
 
     @staticmethod
@@ -557,8 +581,9 @@ class KyoukaiProtocol(asyncio.Protocol):
             return b""
         if hasattr(trailers, "items"):
             trailers = trailers.items()
-        lines = (f"{name}: {value}\r\n" for name, value in trailers if name.lower() not in _NOT_IN_TRAILERS)
-        return "".join(lines).encode("latin-1")
+        fields = [(name, str(value)) for name, value in trailers if name.lower() not in _NOT_IN_TRAILERS]
+        checked_names(fields, "trailer")
+        return "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("latin-1")
 
     @staticmethod
     def _take_connection_header(headers: list[tuple[str, str]]) -> bool:
@@ -592,9 +617,15 @@ class KyoukaiProtocol(asyncio.Protocol):
         close_transport(self.transport, self.loop, self.settings.send_timeout)
 
     async def send_informational(self, environ: dict[str, Any], status: int, headers: list[tuple[str, str]]) -> None:
-        """Send a 1xx response (e.g. 103 Early Hints) before the final one; HTTP/1.1 clients only."""
+        """
+        Send a 1xx response (e.g. 103 Early Hints) before the final one; HTTP/1.1 clients only.
+
+        :raises InvalidFieldError: when a header name is not a token or a value holds CR, LF or NUL.
+        """
         if not 100 < status < 200 or status == 101:
             raise ValueError(f"send_informational needs a 1xx status other than 101, not {status}")
+        headers = [(name, str(value)) for name, value in headers]
+        checked_names(headers, "informational response")
         if environ.get("SERVER_PROTOCOL") != "HTTP/1.1" or self.transport is None or self.transport.is_closing():
             return
         self.transport.write(format_head(status, reason_phrase(status), headers, "1.1"))

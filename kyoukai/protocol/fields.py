@@ -1,0 +1,60 @@
+"""
+HTTP field rules that both protocols share: what a response, its trailers or a 1xx response
+may put on the wire (RFC 9110 section 5).
+
+Every field name must be a token and every value free of CR, LF and NUL, whatever the
+protocol: on HTTP/1.1 a CR or LF in a name or value would split the response (a header of the
+app's choosing, or the end of the head), and HTTP/2 peers treat such fields as malformed. The
+check is made on the names joined into one string and the values joined into another, so a
+response costs a few C-level scans, not a Python loop over its fields.
+"""
+
+from __future__ import annotations
+
+import re
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+#: Field names joined with LF: each one a non-empty token.
+_tokens_joined = re.compile(rf"{_TOKEN}(?:\n{_TOKEN})*").fullmatch
+_token = re.compile(_TOKEN).fullmatch
+#: Values joined with LF: no CR or NUL anywhere (an LF inside a value shows in the count).
+_bad_character = re.compile(r"[\r\x00]").search
+#: Values joined with LF: whitespace at either end of a value (RFC 9113 section 8.2.1 forbids
+#: it on HTTP/2; HTTP/1.1 parsers strip it), removed before sending.
+_edge_space = re.compile(r"^[ \t]|[ \t]$|[ \t]\n|\n[ \t]").search
+_forbidden_in_value = re.compile(r"[\r\n\x00]").search
+
+
+class InvalidFieldError(ValueError):
+    """A field that must not go on the wire; the message names it and says why."""
+
+
+def checked_names(fields: list[tuple[str, str]], what: str = "response") -> str:
+    """
+    Check ``fields`` for the wire and return their names, lowercase, as ``"\\nname\\n...\\n"``
+    (so ``"\\ndate\\n" in names`` asks whether a field is present). Values with whitespace at
+    either end are stripped in place.
+
+    :param fields: ``(name, value)`` string pairs; the list may be changed.
+    :param what: what the fields belong to, for the error message.
+    :raises InvalidFieldError: naming the first field whose name is not a token or whose value
+        holds CR, LF or NUL.
+    """
+    names = "\n".join([name for name, _ in fields])
+    if fields and not _tokens_joined(names):
+        raise InvalidFieldError(_first_problem(fields, what))
+    values = "\n".join([value for _, value in fields])
+    if _bad_character(values) or (fields and values.count("\n") != len(fields) - 1):
+        raise InvalidFieldError(_first_problem(fields, what))
+    if _edge_space(values):
+        fields[:] = [(name, value.strip(" \t")) for name, value in fields]
+    return f"\n{names.lower()}\n"
+
+
+def _first_problem(fields: list[tuple[str, str]], what: str) -> str:
+    for name, value in fields:
+        if not isinstance(name, str) or not _token(name):
+            return f"{what} header name {name!r} is not a valid token"
+        if not isinstance(value, str) or _forbidden_in_value(value):
+            return f"{what} header {name!r} has a value with CR, LF or NUL: {value!r}"
+    return f"{what} headers are invalid"
