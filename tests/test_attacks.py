@@ -428,6 +428,45 @@ class TestRapidReset:
         assert counters.started == 2 and counters.max_running == 2, counters
         assert counters.cancelled == 2, "the running handlers were not cancelled with the connection"
 
+    @pytest.mark.parametrize("provoke", ["window-overflow", "data-after-end-stream"])
+    def test_resets_h2_makes_itself(self, provoke: str) -> None:
+        """
+        Streams that h2 resets on its own (a WINDOW_UPDATE pushing the stream window past
+        2**31-1: FLOW_CONTROL_ERROR; DATA after END_STREAM: STREAM_CLOSED) spend the same
+        reset budget: GOAWAY ENHANCE_YOUR_CALM, and only about max_stream_resets handlers ran.
+        """
+        counters = Counters()
+        cfg = {**self.CFG, "max_concurrent_streams": 1000}
+        with serve(make_app(counters), AttackedComponent, **cfg) as server, bystander(server) as other:
+            with H2Client(server.port) as attacker:
+                attacker.wait_ready()
+                protocol = protocol_of(server, attacker)
+                block = static_block(attacker, request_block("/hang", "POST"))
+                other.check()
+
+                def provocations() -> Iterator[bytes]:
+                    for sid in range(attacker.next_stream_id, 2**31, 2):
+                        if provoke == "window-overflow":
+                            yield raw_frame(HEADERS, END_HEADERS, sid, block)
+                            yield raw_frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", 2**31 - 1))
+                        else:
+                            yield raw_frame(HEADERS, END_HEADERS | END_STREAM, sid, block)
+                            yield raw_frame(DATA, 0, sid, b"late")
+
+                sent = blast(attacker, provocations(), batch=20, limit=20000) // 2
+                code = goaway_code(attacker)
+            connection_gone(server, protocol)
+            wait_on_loop(server, lambda: counters.running == 0)
+        expected = ErrorCodes.FLOW_CONTROL_ERROR if provoke == "window-overflow" else ErrorCodes.STREAM_CLOSED
+        resets = [s.reset_code for s in attacker.streams.values() if s.reset_code is not None]
+        bound = RESET_CFG["max_stream_resets"] + SLACK
+        print(f"{provoke}: {sent} streams provoked, {len(resets)} reset, {counters}")
+        assert code == CALM, attacker.describe_frames()
+        assert set(resets) == {expected}
+        assert RESET_CFG["max_stream_resets"] - SLACK <= len(resets) <= bound, f"{len(resets)} streams reset"
+        assert counters.started <= bound + 1, counters
+        assert counters.cancelled == counters.started, counters
+
 
 class TestHeaderBlocks:
     MAX_HEADER_SIZE = 4096

@@ -330,7 +330,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         }
 
     def _is_active(self, stream_id: int) -> bool:
-        return stream_id in self.streams
+        return stream_id in self.streams or stream_id in self._discarding
 
     # asyncio callbacks
 
