@@ -52,6 +52,10 @@ def make_app() -> Kyoukai:
     async def echo(ctx):
         return b"echo:" + ctx.request.get_data()
 
+    @app.route("/type")
+    async def content_type(ctx):
+        return f"{ctx.environ.get('CONTENT_TYPE')} {ctx.environ['SERVER_PROTOCOL']}"
+
     return app
 
 
@@ -159,6 +163,16 @@ class TestH2CUpgrade:
         assert bytes(first.data) == b"HTTP/2"
         assert second.stream_id == 3
         assert bytes(second.data) == b"echo:after the upgrade"
+
+    def test_upgraded_request_keeps_its_content_type(self) -> None:
+        with serve(make_app(), http2=True) as server, connect(server.port) as sock:
+            sock.sendall(upgrade_request(server.port, "/type", extra="Content-Type: application/x-test\r\n"))
+            head, rest = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 101 Switching Protocols")
+            with H2Client(server.port, sock=sock, initial_data=rest) as client:
+                client.open_stream(1)
+                stream = client.response(1)
+        assert bytes(stream.data) == b"application/x-test HTTP/2"
 
     def test_upgrade_with_a_body_is_declined_and_pipelining_survives(self) -> None:
         with serve(make_app(), http2=True) as server, connect(server.port) as sock:

@@ -58,6 +58,11 @@ def make_app() -> Kyoukai:
         await ctx.send_informational(103, [("Link", "</a.css>; rel=preload\r\nSet-Cookie: x=1")])
         return "must not be sent\n"
 
+    @app.route("/hint/<int:status>")
+    async def hint(ctx, status: int):
+        await ctx.send_informational(status, [("Link", "</a.css>; rel=preload")])
+        return "hinted\n"
+
     @app.route("/dated")
     async def dated(ctx):
         return Response("dated\n", headers={"Date": "Tue, 01 Jan 2030 00:00:00 GMT", "Server": "mine/1"})
@@ -137,6 +142,17 @@ class TestHTTP11:
         assert data.startswith(b"HTTP/1.1 500 ")
         assert b"Set-Cookie" not in data and b"preload" not in data
 
+    @pytest.mark.parametrize("status", [100, 101, 200])
+    def test_informational_status_the_app_may_not_send(self, status: int) -> None:
+        with serve(make_app()) as server:
+            data = http11(server.port, f"/hint/{status}")
+        assert data.startswith(b"HTTP/1.1 500 ")
+
+    def test_early_hints_go_out(self) -> None:
+        with serve(make_app()) as server:
+            data = http11(server.port, "/hint/103")
+        assert data.startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 ")
+
     def test_date_and_server_of_the_app_are_kept(self) -> None:
         with serve(make_app()) as server:
             data = http11(server.port, "/dated")
@@ -192,6 +208,21 @@ class TestHTTP2:
             stream = client.response(client.request("/bad-hint"))
         assert stream.informational == []
         assert stream.status == 500
+
+    @pytest.mark.parametrize("status", [100, 101, 200])
+    def test_informational_status_the_app_may_not_send(self, status: int, h2_server: Any) -> None:
+        with H2Client(h2_server.port) as client:
+            client.wait_ready()
+            stream = client.response(client.request(f"/hint/{status}"))
+        assert stream.informational == []
+        assert stream.status == 500
+
+    def test_early_hints_go_out(self, h2_server: Any) -> None:
+        with H2Client(h2_server.port) as client:
+            client.wait_ready()
+            stream = client.response(client.request("/hint/103"))
+        assert stream.informational == [[(":status", "103"), ("link", "</a.css>; rel=preload")]]
+        assert stream.status == 200
 
     def test_date_and_server_of_the_app_are_kept(self, h2_server: Any) -> None:
         with H2Client(h2_server.port) as client:

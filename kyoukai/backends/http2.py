@@ -38,7 +38,7 @@ from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder, quiet_hpack_debu
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
 from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
-from kyoukai.protocol.fields import InvalidFieldError, checked_names
+from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
 from kyoukai.tls import create_server_context
 from kyoukai.wsgi import prepare_response, to_wsgi_environment
 
@@ -696,6 +696,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         for key, value in environ.items():
             if key.startswith("HTTP_") and key not in skip:
                 headers.append((key[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+            elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+                # (Kept outside HTTP_* by PEP 3333.)
+                headers.append((key.lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
         self._last_stream_id = 1
         state = H2State(headers, 1, self)
         state.feed_eof()
@@ -1080,9 +1083,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
 
         :raises InvalidFieldError: when a header name is not a token or a value holds CR, LF or NUL.
         """
+        check_informational_status(status)
         state = environ.get("wsgi.input")
-        if not isinstance(state, H2State) or state.protocol is not self or not 100 <= status < 200:
-            raise ValueError("send_informational needs the environ of a request on this connection and a 1xx status")
+        if not isinstance(state, H2State) or state.protocol is not self:
+            raise ValueError("send_informational needs the environ of a request on this connection")
         fields = [(name.lower(), str(value)) for name, value in headers if name.lower() not in _CONNECTION_SPECIFIC]
         checked_names(fields, "informational response")
         if state.headers_sent or state.closed or self._closed:

@@ -21,7 +21,7 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
-from kyoukai.protocol.fields import InvalidFieldError, checked_names
+from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
 from kyoukai.tls import negotiated_protocol
 from kyoukai.wsgi import format_head, http_date, prepare_response, reason_phrase, to_wsgi_environment
 
@@ -622,8 +622,7 @@ class KyoukaiProtocol(asyncio.Protocol):
 
         :raises InvalidFieldError: when a header name is not a token or a value holds CR, LF or NUL.
         """
-        if not 100 < status < 200 or status == 101:
-            raise ValueError(f"send_informational needs a 1xx status other than 101, not {status}")
+        check_informational_status(status)
         headers = [(name, str(value)) for name, value in headers]
         checked_names(headers, "informational response")
         if environ.get("SERVER_PROTOCOL") != "HTTP/1.1" or self.transport is None or self.transport.is_closing():

@@ -25,6 +25,18 @@ _edge_space = re.compile(r"^[ \t]|[ \t]$|[ \t]\n|\n[ \t]").search
 _forbidden_in_value = re.compile(r"[\r\n\x00]").search
 
 
+def check_informational_status(status: int) -> None:
+    """
+    The 1xx policy of both protocols: an app may send 102 to 199 (103 Early Hints above all).
+    ``100 Continue`` is the server's own answer to ``Expect``, and ``101`` switches protocols,
+    which is the server's to do (and does not exist in HTTP/2, RFC 9113 section 8.6).
+
+    :raises ValueError: for any other status.
+    """
+    if not 101 < status < 200:
+        raise ValueError(f"send_informational needs a 1xx status from 102 to 199, not {status}")
+
+
 class InvalidFieldError(ValueError):
     """A field that must not go on the wire; the message names it and says why."""
 
