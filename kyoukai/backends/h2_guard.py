@@ -15,10 +15,18 @@ parses them, and keeps the budgets that bound the known HTTP/2 attacks:
 An exhausted budget is a :class:`Violation`: the connection ends with GOAWAY
 ENHANCE_YOUR_CALM. The guard never sees the payloads except a WINDOW_UPDATE's increment, so it
 costs a few operations per frame.
+
+It also reads the connection's opening (:meth:`ConnectionGuard.read_opening`): the preface of
+RFC 9113 section 3.4, or else the request line of a client that does not speak HTTP/2 at all;
+and it keeps two rules h2 does not: SETTINGS follows the preface, and no RST_STREAM names a
+stream the client never opened (sections 5.1 and 6.4). Breaking either is a connection error
+PROTOCOL_ERROR.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -27,7 +35,22 @@ from h2.errors import ErrorCodes
 
 from kyoukai.settings import ServerSettings
 
-PREFACE_LENGTH = 24
+#: The client connection preface (RFC 9113 section 3.4).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PREFACE_LENGTH = len(PREFACE)
+#: Its first line: a client that sent it has declared HTTP/2, whatever follows.
+_PREFACE_REQUEST_LINE = PREFACE[:16]
+#: The longest first line read to tell a client speaking HTTP/1.x (which deserves a readable
+#: refusal) from other bytes; a longer one is a connection error.
+MAX_REQUEST_LINE = 8192
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+#: An HTTP/1.x request line (RFC 9112 section 3): method, target, version.
+_request_line = re.compile(_TOKEN + rb"+ [^\x00-\x20\x7f]+ HTTP/1\.[0-9]\r\n").fullmatch
+#: What can start one, loosely (the whole line is checked once it has ended).
+_request_line_start = re.compile(_TOKEN + rb"*(?: [^\x00-\x20\x7f]*(?: [HTP/1.0-9]{0,8}\r?)?)?").fullmatch
+#: How much of the first line :data:`_request_line_start` looks at, so that a line trickled
+#: in byte by byte costs linear time.
+_START_CHECKED = 64
 FRAME_HEADER_LENGTH = 9
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -45,6 +68,21 @@ class Violation(NamedTuple):
 
     error_code: int
     message: str
+
+
+class Opening(enum.Enum):
+    """What the first bytes of a connection are (see :meth:`ConnectionGuard.read_opening`)."""
+
+    #: The start of the preface: the bytes go on to h2.
+    PARTIAL_PREFACE = enum.auto()
+    #: The whole preface (frames may follow in the same bytes): the bytes go on to h2.
+    PREFACE = enum.auto()
+    #: Not the preface, but maybe the start of an HTTP/1.x request line: wait for more.
+    UNDECIDED = enum.auto()
+    #: An HTTP/1.x request line: a client that does not speak HTTP/2.
+    HTTP1 = enum.auto()
+    #: Neither: a connection error PROTOCOL_ERROR (RFC 9113 section 3.4).
+    INVALID = enum.auto()
 
 
 class RateBudget:
@@ -87,12 +125,17 @@ class ConnectionGuard:
         #: answered or dropped by h2 at a cost: they spend the reset budget).
         self._is_active = is_active
         self._highest_stream_id = 0
+        #: The stream an h2c upgrade opened without a HEADERS frame (1), if any.
+        self._upgrade_stream = 0
         # Streams opened by HEADERS in the bytes being scanned: h2 has not seen them yet, so
         # the server does not know them, but they are active.
         self._opening: set[int] = set()
         self._control = RateBudget(settings.max_control_frames, settings.control_frame_rate, clock)
         self._resets = RateBudget(settings.max_stream_resets, settings.stream_reset_rate, clock)
         self._max_block = 2 * settings.max_header_size
+        #: Whether :meth:`read_opening` saw the whole preface.
+        self.preface_read = False
+        self._head = bytearray()
         self._skip = PREFACE_LENGTH
         self._partial = bytearray()
         self._payload_left = 0
@@ -106,8 +149,42 @@ class ConnectionGuard:
         #: Frames seen, by type.
         self.frame_counts: dict[int, int] = {}
 
+    def read_opening(self, data: bytes, http1_allowed: bool) -> Opening:
+        """
+        Read the first bytes of the connection (``data``: the next of them) until the preface
+        is complete. Bytes that depart from it are :attr:`Opening.INVALID` at once if the
+        client has declared HTTP/2 (``http1_allowed`` false: ALPN chose h2; or they start with
+        the preface's request line); otherwise they are kept until their first line shows
+        whether it is an HTTP/1.x request line.
+        """
+        head = self._head
+        checked = len(head)
+        head += data[: MAX_REQUEST_LINE - checked]
+        if head.startswith(PREFACE):
+            self.preface_read = True
+            return self._decided(Opening.PREFACE)
+        if PREFACE.startswith(head):
+            return Opening.PARTIAL_PREFACE
+        if not http1_allowed or head.startswith(_PREFACE_REQUEST_LINE):
+            return self._decided(Opening.INVALID)
+        end = head.find(b"\r\n", max(checked - 1, 0))
+        if end < 0:
+            if len(head) < MAX_REQUEST_LINE and _request_line_start(head[:_START_CHECKED]):
+                return Opening.UNDECIDED
+            return self._decided(Opening.INVALID)
+        return self._decided(Opening.HTTP1 if _request_line(head[: end + 2]) else Opening.INVALID)
+
+    def _decided(self, opening: Opening) -> Opening:
+        self._head = bytearray()
+        return opening
+
     def feed(self, data: bytes) -> Violation | None:
-        """Scan the next bytes received; the first budget they exhaust, if any."""
+        """
+        Scan the next bytes received (from the first, the preface included); the first budget
+        they exhaust or rule they break, if any. A connection whose preface was not read by
+        :meth:`read_opening` came by an h2c upgrade: h2 checks its preface, and its stream 1,
+        the request that asked for the upgrade, is open before any frame.
+        """
         pos = 0
         end = len(data)
         if self.reserved_bits:
@@ -151,6 +228,8 @@ class ConnectionGuard:
             if frame_type != SETTINGS or flags & ACK:
                 return Violation(ErrorCodes.PROTOCOL_ERROR, "the connection preface is not followed by SETTINGS")
             self.frame_counts[SETTINGS] = 1
+            if not self.preface_read:
+                self._upgrade_stream = 1  # see feed
             return None
         counts = self.frame_counts
         counts[frame_type] = counts.get(frame_type, 0) + 1
@@ -183,6 +262,9 @@ class ConnectionGuard:
                 violation = self._spend_control("empty CONTINUATION")
             return violation
         elif frame_type == RST_STREAM:
+            if self._idle(stream_id):
+                # h2 drops these; RFC 9113 sections 5.1 and 6.4 make them a connection error.
+                return Violation(ErrorCodes.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
             return self.count_reset("RST_STREAM from the client")
         elif frame_type == WINDOW_UPDATE:
             increment = 0
@@ -198,6 +280,16 @@ class ConnectionGuard:
 
     def _active(self, stream_id: int) -> bool:
         return stream_id in self._opening or self._is_active(stream_id)
+
+    def _idle(self, stream_id: int) -> bool:
+        """
+        Whether the client never opened ``stream_id``: above every HEADERS it sent (a PRIORITY
+        frame opens nothing), or even (the server's ids, and it opens none: push is off).
+        Stream 0 is the connection, not a stream.
+        """
+        if stream_id == 0 or stream_id == self._upgrade_stream:
+            return False
+        return stream_id > self._highest_stream_id or not stream_id & 1
 
     def clear_reserved_bits(self, data: bytes) -> bytes:
         """

@@ -76,6 +76,11 @@ def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = 
         path = pseudo.get(b":path")
         if not path:
             return "no :path" if path is None else "empty :path"
+        # Origin-form, or asterisk-form for OPTIONS (RFC 9113 8.3.1). Kyoukai serves http and
+        # https only, so no other :scheme earns other forms: a path like "admin" would reach
+        # the router as /admin past hooks that look at PATH_INFO.
+        if path[:1] != b"/" and (path != b"*" or method != b"OPTIONS"):
+            return f":path {path[:64]!r} is neither origin-form nor '*' with OPTIONS"
     authority = pseudo.get(b":authority")
     if host is not None and authority is not None and host != authority:
         return "host differs from :authority"

@@ -33,13 +33,13 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_closed import ClosedStreams
-from kyoukai.backends.h2_guard import ConnectionGuard, Violation
+from kyoukai.backends.h2_guard import ConnectionGuard, Opening, Violation
 from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder, quiet_hpack_debug_logging
 from kyoukai.backends.h2_validation import check_request_headers, check_trailers
 from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
-from kyoukai.tls import create_server_context
+from kyoukai.tls import create_server_context, negotiated_protocol
 from kyoukai.wsgi import prepare_response, to_wsgi_environment
 
 if TYPE_CHECKING:
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kyoukai.http2")
 
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-#: A client that sent this much of the preface has declared HTTP/2: a bad rest of it is an
-#: HTTP/2 protocol error (RFC 9113 section 3.4), not an HTTP/1.1 client to refuse.
-_PREFACE_REQUEST_LINE = b"PRI * HTTP/2.0\r\n"
 #: Response headers that are meaningful only to HTTP/1.1 (RFC 9113 section 8.2.2).
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 _NOT_HTTP2_BODY = (
@@ -307,7 +303,6 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._write_paused = False
         self._writable_waiters: collections.deque[asyncio.Future] = collections.deque()
         self._preface_checked = False
-        self._preface_seen = 0
         self._closed = False
         self._draining = False
         self._last_stream_id = 0
@@ -450,21 +445,25 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._flush()
 
     def _check_preface(self, data: bytes) -> bool:
-        """Answer a client that speaks HTTP/1.x here with a plain error, then close."""
-        expected = _PREFACE[self._preface_seen :]
-        head = data[: len(expected)]
-        if expected.startswith(head):
-            self._preface_seen += len(head)
-            self._preface_checked = self._preface_seen == len(_PREFACE)
+        """
+        Read the connection's first bytes up to the end of the preface: whether ``data`` goes on
+        to h2. Anything else is a connection error PROTOCOL_ERROR (RFC 9113 section 3.4), except
+        an HTTP/1.x request line where ALPN did not choose h2: that client gets a plain 505.
+        """
+        alpn_h2 = negotiated_protocol(self.transport) == "h2"
+        opening = self.guard.read_opening(data, http1_allowed=not alpn_h2)
+        if opening is Opening.PREFACE:
+            self._preface_checked = True
+        if opening in (Opening.PREFACE, Opening.PARTIAL_PREFACE):
             return True
-        if (_PREFACE[: self._preface_seen] + head).startswith(_PREFACE_REQUEST_LINE):
-            logger.info("Closing the connection from %s: invalid HTTP/2 connection preface.", self.peer)
-            self.close(ErrorCodes.PROTOCOL_ERROR)
-            return False
-        logger.info("Refused a client from %s that does not speak HTTP/2 on this HTTP/2-only port.", self.peer)
-        self._closed = True
-        self.transport.write(_NOT_HTTP2)
-        close_transport(self.transport, self.loop, self.settings.send_timeout)
+        if opening is Opening.INVALID:
+            seen = "after ALPN chose h2" if alpn_h2 else "nor an HTTP/1.x request line"
+            self._calm_down(Violation(ErrorCodes.PROTOCOL_ERROR, f"the connection opens with no HTTP/2 preface {seen}"))
+        elif opening is Opening.HTTP1:
+            logger.info("Refused a client from %s that does not speak HTTP/2 on this HTTP/2-only port.", self.peer)
+            self._closed = True
+            self.transport.write(_NOT_HTTP2)
+            close_transport(self.transport, self.loop, self.settings.send_timeout)
         return False
 
     def eof_received(self) -> bool:
