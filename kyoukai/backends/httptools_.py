@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import httptools
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import BadRequest, InternalServerError, default_exceptions
 
 from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
@@ -42,6 +43,12 @@ _NOT_IN_TRAILERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"}
 )
 _SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+#: Versions whose requests may come without ``Host`` (RFC 9112 section 3.2 requires it of 1.1).
+_HOST_OPTIONAL = frozenset({"0.9", "1.0"})
+#: A ``Host`` value: a name, IPv4 address or bracketed IP literal, then an optional port (RFC
+#: 3986 section 3.2.2), or empty. No whitespace, controls, commas (two values joined) or
+#: delimiters such as ``/`` and ``@``.
+_valid_host = re.compile(rb"(?:\[[0-9A-Za-z:._~%!$&'()*+;=-]+\]|[0-9A-Za-z._~%!$&'()*+;=-]*)(?::[0-9]*)?").fullmatch
 
 
 class _LimitExceeded(Exception):
@@ -56,12 +63,13 @@ class _LimitExceeded(Exception):
 class _Request:
     """One request: its head as parsed so far, then its environ and body."""
 
-    __slots__ = ("url", "headers", "head_size", "environ", "body", "keep_alive", "version", "h2c_settings")
+    __slots__ = ("url", "headers", "head_size", "host", "environ", "body", "keep_alive", "version", "h2c_settings")
 
     def __init__(self) -> None:
         self.url: list[bytes] = []
         self.headers: list[tuple[str, str]] = []
         self.head_size = 0
+        self.host: bytes | None = None
         self.environ: dict[str, Any] | None = None
         self.body: RequestBody | None = None
         self.keep_alive = True
@@ -78,6 +86,130 @@ class _Rejection:
         self.status = status
         self.message = message
         self.version = version
+
+
+class _ChunkedBody:
+    """
+    The framing of one chunked request body, scanned ahead of the parser: each chunk head (the
+    size line) is measured up to its LF, each chunk's data is skipped in one step, and the
+    parser is fed what was scanned in one call. Chunk heads and the trailer section are
+    measured exactly, with no work per byte of chunk data. This only measures: llhttp still
+    validates every byte, and a size line this cannot read is left to llhttp to reject.
+
+    :param max_head: ``max_chunk_head_size``: the longest chunk head, its CRLF included.
+    :param max_trailer: ``max_header_size``: the largest trailer section.
+    """
+
+    __slots__ = ("max_head", "max_trailer", "state", "head", "left", "tail")
+
+    def __init__(self, max_head: int, max_trailer: int) -> None:
+        self.max_head = max_head
+        self.max_trailer = max_trailer
+        #: ``"head"``, ``"data"`` (chunk data and its CRLF), ``"trailer"``, ``"unreadable"`` (a
+        #: size line this could not read, handed to llhttp to reject) or ``"done"``.
+        self.state = "head"
+        #: The start of a chunk head that the end of a read cut.
+        self.head = bytearray()
+        #: In ``"data"``: bytes still to come; in ``"trailer"``: room left in the section.
+        self.left = 0
+        #: In ``"trailer"``: the last bytes before the next read, for a blank line split by it.
+        self.tail = b""
+
+    def piece_end(self, data: bytes, pos: int) -> int:
+        """
+        How far from ``pos`` the parser may be fed: through every chunk whose head has been
+        measured, up to the end of the body or of ``data``.
+
+        :raises _LimitExceeded: when a chunk head or the trailer section is past its limit.
+        """
+        end = len(data)
+        if self.state == "data":
+            if end - pos < self.left:
+                self.left -= end - pos
+                return end
+            pos += self.left
+            self.state = "head"
+        if self.state == "head":
+            head, max_head = self.head, self.max_head
+            while pos < end:
+                room = max_head - len(head)
+                lf = data.find(b"\n", pos, pos + room)
+                if lf < 0:
+                    if end - pos >= room:
+                        raise _LimitExceeded(400, f"Chunk head longer than max_chunk_head_size={max_head} bytes")
+                    head += data[pos:]
+                    return end
+                if head:
+                    head += data[pos : lf + 1]
+                    size = _chunk_size(head, 0, len(head) - 1)
+                    head.clear()
+                else:
+                    size = _chunk_size(data, pos, lf)
+                pos = lf + 1
+                if size is None:
+                    # llhttp will reject this line; if it does not, the next call does.
+                    self.state = "unreadable"
+                    return pos
+                if not size:
+                    # The CRLF of the last chunk's line starts the search for the blank line.
+                    self.state, self.left, self.tail = "trailer", self.max_trailer, b"\r\n"
+                    break
+                left = size + 2  # the data and its CRLF
+                if end - pos < left:
+                    self.state, self.left = "data", left - (end - pos)
+                    return end
+                pos += left
+        if pos == end:
+            return end
+        if self.state == "trailer":
+            stop = _blank_line_end(data, pos, self.tail, pos + self.left)
+            if stop >= 0:
+                self.state = "done"
+                return stop
+            if end - pos >= self.left:
+                raise _LimitExceeded(431, f"Trailer section larger than max_header_size={self.max_trailer} bytes")
+            self.left -= end - pos
+            self.tail = _last_bytes(self.tail, data, pos)
+            return end
+        if self.state == "unreadable":
+            raise _LimitExceeded(400, "Unreadable chunk size line")
+        # "done", yet llhttp has not ended the message: it has the last word on the rest.
+        return end
+
+
+def _chunk_size(line: bytes | bytearray, start: int, lf: int) -> int | None:
+    """
+    The size the chunk head ``line[start:lf + 1]`` (``HEXDIG+ [; extensions] CRLF``) announces,
+    or ``None``. ``int()`` is more lenient than the grammar (signs, spaces, ``_``), but a line
+    it reads differently is one llhttp rejects, and the piece fed to llhttp includes it.
+    """
+    try:
+        size = int(line[start : lf - 1], 16)  # no extensions: the common case
+    except ValueError:
+        semi = line.find(b";", start, lf)
+        try:
+            size = int(line[start:semi], 16) if semi > start else -1
+        except ValueError:
+            return None
+    return size if size >= 0 else None
+
+
+def _blank_line_end(data: bytes, pos: int, tail: bytes, limit: int) -> int:
+    """
+    The index just past the first CRLF CRLF in ``data[pos:limit]``, or in one that begins in
+    ``tail`` (the bytes just before ``pos``); -1 if there is none.
+    """
+    if tail:
+        found = (tail + data[pos : pos + 3]).find(b"\r\n\r\n")
+        if found >= 0:
+            return pos + found + 4 - len(tail)
+    found = data.find(b"\r\n\r\n", pos, limit)
+    return found + 4 if found >= 0 else -1
+
+
+def _last_bytes(tail: bytes, data: bytes, pos: int) -> bytes:
+    """The last three bytes of ``tail + data[pos:]``: enough to hold the start of a CRLF CRLF."""
+    return data[-3:] if len(data) - pos >= 3 else (tail + data[pos:])[-3:]
 
 
 class KyoukaiProtocol(asyncio.Protocol):
@@ -101,7 +233,13 @@ class KyoukaiProtocol(asyncio.Protocol):
         self.server_address: tuple[str, int] | None = None
         self.peer: tuple[str, int] | None = None
         self._incoming: _Request | None = None
+        #: Whether the latest request head is complete: ``False`` from the connection's start
+        #: until the first head is in, and from each later request's first byte.
         self._head_done = False
+        #: The framing of the incoming chunked body, while one is being read.
+        self._chunked: _ChunkedBody | None = None
+        #: The last bytes of an unfinished head, for a blank line split between reads.
+        self._head_tail = b""
         self._queue: deque[_Request | _Rejection] = deque()
         self._task: asyncio.Task | None = None
         self._raw_body: tuple[_Request, int] | None = None
@@ -145,15 +283,22 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self._hand_over_to_h2(data)
                 return
         self._seen_bytes = True
-        while data and not self._failed:
+        pos, end = 0, len(data)
+        while pos < end and not self._failed:
             if self._raw_body is not None:
-                data = self._feed_raw_body(data)
+                data = self._feed_raw_body(data[pos:])
+                pos, end = 0, len(data)
                 continue
             try:
-                self.parser.feed_data(data)
-                data = b""
+                stop = self._piece_end(data, pos)
+                self.parser.feed_data(data if stop - pos == end else memoryview(data)[pos:stop])
+                pos = stop
+            except _LimitExceeded as e:
+                self._reject(e.status, e.message)
+                return
             except httptools.HttpParserUpgrade as e:
-                data = data[e.args[0] :]
+                data = data[pos + e.args[0] :]
+                pos, end = 0, len(data)
                 self.parser = httptools.HttpRequestParser(self)
                 upgraded = self._queue[-1] if self._queue else None
                 if isinstance(upgraded, _Request) and upgraded.h2c_settings is not None:
@@ -239,13 +384,28 @@ class KyoukaiProtocol(asyncio.Protocol):
             raise _LimitExceeded(431, f"Request head larger than max_header_size={self.settings.max_header_size} bytes")
         if len(req.headers) >= self.settings.max_header_count:
             raise _LimitExceeded(431, f"More than max_header_count={self.settings.max_header_count} header fields")
+        if len(name) == 4 and name.lower() == b"host" and not self._head_done:
+            value = self._checked_host(req, value)
         req.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    @staticmethod
+    def _checked_host(req: _Request, value: bytes) -> bytes:
+        """The ``Host`` value without trailing whitespace; 400 for a second or invalid one (RFC 9112 3.2)."""
+        if req.host is not None:
+            raise _LimitExceeded(400, "Request with more than one Host header field")
+        value = value.rstrip(b" \t")
+        if not _valid_host(value):
+            raise _LimitExceeded(400, f"Request with an invalid Host header value {value[:100]!r}")
+        req.host = value
+        return value
 
     def on_headers_complete(self) -> None:
         req = self._incoming
         self._head_done = True
         parser = self.parser
         req.version = parser.get_http_version()
+        if req.host is None and req.version not in _HOST_OPTIONAL:
+            raise _LimitExceeded(400, f"HTTP/{req.version} request without a Host header field")
         req.keep_alive = parser.should_keep_alive()
         method = parser.get_method().decode("ascii")
         target = b"".join(req.url).decode("latin-1")
@@ -283,6 +443,7 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         req, self._incoming = self._incoming, None
+        self._chunked = None
         if self.parser.should_upgrade() and req.h2c_settings is None:
             # The parser stops at an upgrade request's head; its body (if any) is fed raw.
             if "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -336,6 +497,39 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     # reading, timers and limits
 
+    def _piece_end(self, data: bytes, pos: int) -> int:
+        """
+        Where the next piece of ``data`` (from ``pos``) for the parser ends. llhttp takes all it
+        is given and reports no offsets, so a chunked body must start a piece of its own for its
+        framing to be measured: a head is fed up to its blank line, a body of known length up to
+        its end, a chunked body as :class:`_ChunkedBody` says.
+
+        :raises _LimitExceeded: when a chunk head or a trailer section is past its limit.
+        """
+        chunked = self._chunked
+        if chunked is not None:
+            return chunked.piece_end(data, pos)
+        req = self._incoming
+        if req is None or not self._head_done:
+            tail = self._head_tail
+            if not tail:
+                found = data.find(b"\r\n\r\n", pos)
+                if found >= 0:
+                    return found + 4
+            stop = _blank_line_end(data, pos, tail, len(data))
+            if stop < 0:
+                self._head_tail = _last_bytes(tail, data, pos)
+                return len(data)
+            self._head_tail = b""
+            return stop
+        body = req.body
+        if body.expected_length is None:
+            # The head is in, the message is not, and it has no Content-Length: a chunked body.
+            self._chunked = chunked = _ChunkedBody(self.settings.max_chunk_head_size, self.settings.max_header_size)
+            return chunked.piece_end(data, pos)
+        left = body.expected_length - body.received
+        return pos + left if 0 < left < len(data) - pos else len(data)
+
     def _feed_raw_body(self, data: bytes) -> bytes:
         req, remaining = self._raw_body
         chunk = data[:remaining]
@@ -376,8 +570,11 @@ class KyoukaiProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _arm_timer(self) -> None:
-        """Run the header timer while a head is incomplete, the idle timer while idle."""
-        if self._incoming is not None and not self._head_done:
+        """
+        Run the header timer while a head is awaited (the first one from the moment the
+        connection opens, later ones from their first byte), the idle timer between requests.
+        """
+        if not self._head_done:
             if self._timer_kind != "header":
                 self._set_timer("header", self.settings.header_timeout, self._on_header_timeout)
         elif self._incoming is None and not self._queue and self._task is None and self._raw_body is None:
@@ -405,6 +602,16 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     def _on_header_timeout(self) -> None:
         self._timer = self._timer_kind = None
+        if not self._seen_bytes and not self._prefix:
+            # Nothing was sent (a browser's preconnected socket, say): a 408 would be read as the
+            # answer to the request the client sends next, so the connection just closes.
+            logger.debug(
+                "Closing the connection from %s: nothing received within header_timeout=%ss.",
+                self.peer,
+                self.settings.header_timeout,
+            )
+            close_transport(self.transport, self.loop, self.settings.send_timeout)
+            return
         self._reject(408, f"Request head not received within header_timeout={self.settings.header_timeout}s")
 
     def _reject(self, status: int, message: str) -> None:
@@ -412,8 +619,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         logger.info("Rejected a request from %s: %d %s.", self.peer, status, message)
         self._failed = True
         self._cancel_timer()
+        self._chunked = None
         if self._incoming is not None and self._incoming.body is not None:
-            self._incoming.body.abort()
+            # The request whose body is cut is the one rejected: a handler already reading it
+            # answers with the same status (its answer then replaces the queued one).
+            self._incoming.body.abort(default_exceptions.get(status, BadRequest)(description=message))
         version = self._incoming.version if self._incoming is not None else "1.1"
         self._incoming = None
         if not self.transport.is_closing():
