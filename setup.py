@@ -41,6 +41,8 @@ setup(
             # The deployment example runs with asphalt run --loop uvloop.
             "uvloop>=0.19",
             "ruff>=0.6",
+            # tests/test_lint.py type-checks the package (config in pyproject.toml).
+            "mypy>=1.11",
             # CI builds the docs (tests/test_docs.py).
             "sphinx>=7",
         ],

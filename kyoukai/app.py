@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
-from asphalt.core import Context, run_application
+from asphalt.core import Component, Context, run_application
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
@@ -17,9 +18,6 @@ from kyoukai.body import RequestBody
 from kyoukai.context import HTTPRequestContext
 from kyoukai.proxy import TrustedProxies, apply_forwarded
 from kyoukai.util import SERVER_TOKEN
-
-if TYPE_CHECKING:
-    from kyoukai.asphalt import KyoukaiBaseComponent
 
 logger = logging.getLogger("kyoukai")
 
@@ -58,6 +56,10 @@ class Kyoukai:
     request_class: type[Request] = Request
     #: The response class used to wrap plain return values.
     response_class: type[Response] = Response
+    #: Makes the component :meth:`start` and :meth:`run` serve with when given none, called as
+    #: ``component_factory(app, ip, port)``. :mod:`kyoukai.asphalt` sets it to
+    #: :class:`~.KyoukaiComponent` (that module imports this one, so this one cannot import it).
+    component_factory: ClassVar[Callable[[Kyoukai, str, int], Component] | None] = None
 
     def __init__(self, application_name: str, *, server_name: str | None = None, **kwargs: Any) -> None:
         self.name = application_name
@@ -68,8 +70,8 @@ class Kyoukai:
         self.request_class = kwargs.pop("request_class", self.request_class)
         self.response_class = kwargs.pop("response_class", self.response_class)
         self.context_class: type[HTTPRequestContext] = kwargs.pop("context_class", HTTPRequestContext)
-        #: The component serving this app, once started.
-        self.component: KyoukaiBaseComponent | None = None
+        #: The component serving this app (a :class:`~.KyoukaiBaseComponent`), once started.
+        self.component: Component | None = None
         self.debug = False
         #: Extra configuration (the component's keys are merged in when it starts).
         self.config: dict[str, Any] = kwargs
@@ -174,7 +176,8 @@ class Kyoukai:
             ctx.bp = self.root.find_by_path(request.path)
             return await self.handle_httpexception(ctx, e, environ)
 
-        ctx.params, ctx.rule, ctx.route, ctx.bp = params, rule, route, route.bp
+        # Only blueprints register routes: the owner a route knows as a RouteOwner is a Blueprint.
+        ctx.params, ctx.rule, ctx.route, ctx.bp = params, rule, route, cast("Blueprint | None", route.bp)
         ctx.emit("route_matched")
         try:
             if request.method == "OPTIONS" and "OPTIONS" not in (rule.methods or ()):
@@ -204,22 +207,24 @@ class Kyoukai:
         ip: str = "127.0.0.1",
         port: int = 4444,
         *,
-        component: KyoukaiBaseComponent | None = None,
+        component: Component | None = None,
         base_context: Context | None = None,
     ) -> None:
         """Start serving from inside a running event loop (without asphalt's runner)."""
         if component is None:
-            from kyoukai.asphalt import KyoukaiComponent
-
-            component = KyoukaiComponent(self, ip, port)
+            component = self._default_component(ip, port)
         self.component = component
         await component.start(base_context if base_context is not None else Context())
 
-    def run(self, ip: str = "127.0.0.1", port: int = 4444, *, component: KyoukaiBaseComponent | None = None) -> None:
+    def run(self, ip: str = "127.0.0.1", port: int = 4444, *, component: Component | None = None) -> None:
         """Serve until interrupted, through asphalt's :func:`~asphalt.core.run_application`."""
         if component is None:
-            from kyoukai.asphalt import KyoukaiComponent
-
-            component = KyoukaiComponent(self, ip, port)
+            component = self._default_component(ip, port)
         self.component = component
         run_application(component)
+
+    def _default_component(self, ip: str, port: int) -> Component:
+        factory = type(self).component_factory
+        if factory is None:
+            raise RuntimeError("Kyoukai.component_factory is not set: import kyoukai.asphalt, or pass component=")
+        return factory(self, ip, port)

@@ -71,8 +71,8 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         #: The limits and timeouts, from the config keys.
         self.settings = ServerSettings.from_config(cfg)
         #: The :class:`asyncio.Server`, once started (the first, when serving several sockets).
-        self.server: asyncio.AbstractServer | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        self.server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         #: Already-bound sockets to serve instead of binding ``ip:port``.
         self.listen_sockets: list[socket.socket] | None = None
         #: Bind with ``SO_REUSEPORT`` so several processes can serve one port (config key
@@ -262,3 +262,7 @@ class KyoukaiComponent(KyoukaiBaseComponent):
             self.app.finalize()
             return
         await self._serve(ctx, lambda: self.get_protocol(ctx), self.create_ssl_context())
+
+
+# Kyoukai.run() and Kyoukai.start() serve with this component when given none.
+Kyoukai.component_factory = KyoukaiComponent

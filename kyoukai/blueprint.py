@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, MapAdapter, Rule, Submount
 
 from kyoukai.route import DEFAULT_METHODS, HOOK_TYPES, Route
-from kyoukai.routegroup import RouteGroup, get_rg_bp
 
 logger = logging.getLogger("kyoukai")
 
@@ -25,6 +24,12 @@ def _wsgi_str(value: str) -> str:
 
 #: The host pattern given to rules without a host when host matching is on.
 ANY_HOST_ARG = "kyoukai_any_host"
+
+
+class RouteGroupInstance(Protocol):
+    """An instance of a :class:`~.RouteGroup`: it carries the blueprint built for it."""
+
+    _kyoukai_blueprint: Blueprint
 
 
 class Blueprint:
@@ -139,9 +144,9 @@ class Blueprint:
         self.root.finalized = False
         return blueprint
 
-    def add_route_group(self, group: RouteGroup) -> Blueprint:
+    def add_route_group(self, group: RouteGroupInstance) -> Blueprint:
         """Add the blueprint of a :class:`~.RouteGroup` instance as a child."""
-        self.add_child(get_rg_bp(group))
+        self.add_child(group._kyoukai_blueprint)
         return self
 
     # routes
@@ -226,6 +231,8 @@ class Blueprint:
     def get_errorhandler(self, exc: HTTPException | int) -> Route | None:
         """The handler for an exception or code, looked up here then in the parents."""
         code = exc.code if isinstance(exc, HTTPException) else exc
+        if code is None:  # a bare HTTPException has no code to look up
+            return None
         bp: Blueprint | None = self
         while bp is not None:
             handler = bp.errorhandlers.get(code)
@@ -333,11 +340,11 @@ class Blueprint:
             if len(adapters) >= _ADAPTER_CACHE_SIZE:
                 adapters.clear()
             adapter = adapters[key] = rule_map.bind_to_environ(env)
-        rule, params = adapter.match(
+        rule, matched = adapter.match(
             path_info=_wsgi_str(env.get("PATH_INFO", "")),
             method=env["REQUEST_METHOD"],
             query_args=_wsgi_str(env.get("QUERY_STRING", "")),
             return_rule=True,
         )
-        params.pop(ANY_HOST_ARG, None)
+        params = {name: value for name, value in matched.items() if name != ANY_HOST_ARG}
         return self._endpoints[rule.endpoint], params, rule

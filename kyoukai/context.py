@@ -12,8 +12,8 @@ from kyoukai.events import RouteInvokedEvent, RouteMatchedEvent, RouteReturnedEv
 if TYPE_CHECKING:
     from werkzeug.routing import Rule
 
-    from kyoukai.app import Kyoukai
     from kyoukai.blueprint import Blueprint
+    from kyoukai.interfaces import Application
     from kyoukai.route import Route
 
 
@@ -34,7 +34,7 @@ class HTTPRequestContext(Context):
             self._parent = parent
 
         #: The :class:`~.Kyoukai` application handling this request.
-        self.app: Kyoukai | None = None
+        self.app: Application | None = None
         #: The :class:`werkzeug.wrappers.Request` being handled.
         self.request = request
         #: The URL parameters matched by the routing rule.
@@ -73,4 +73,6 @@ class HTTPRequestContext(Context):
 
     def url_for(self, endpoint: str, *, method: str | None = None, **values: Any) -> str:
         """Build the URL of ``endpoint`` for this request's environment."""
+        if self.app is None:
+            raise RuntimeError(f"url_for({endpoint!r}) needs ctx.app: this context is not handling a request")
         return self.app.url_for(self.environ, endpoint, method=method, **values)

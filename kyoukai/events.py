@@ -9,7 +9,7 @@ from asphalt.core import Event
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
-    from kyoukai.context import HTTPRequestContext
+    from kyoukai.interfaces import RequestContext
 
 
 class ConnectionMadeEvent(Event):
@@ -27,7 +27,7 @@ class ConnectionLostEvent(ConnectionMadeEvent):
 class CtxEvent(Event):
     """Base of the per-request events; ``ctx`` is the :class:`~.HTTPRequestContext`."""
 
-    def __init__(self, source: Any, topic: str, *, ctx: HTTPRequestContext) -> None:
+    def __init__(self, source: Any, topic: str, *, ctx: RequestContext) -> None:
         super().__init__(source, topic)
         self.ctx = ctx
 
@@ -43,6 +43,6 @@ class RouteInvokedEvent(CtxEvent):
 class RouteReturnedEvent(CtxEvent):
     """The route returned; ``result`` is the response."""
 
-    def __init__(self, source: Any, topic: str, *, ctx: HTTPRequestContext, result: Response) -> None:
+    def __init__(self, source: Any, topic: str, *, ctx: RequestContext, result: Response) -> None:
         super().__init__(source, topic, ctx=ctx)
         self.result = result

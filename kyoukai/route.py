@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from asphalt.core import Context
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
 
+from kyoukai.interfaces import RequestContext
 from kyoukai.util import wrap_response
-
-if TYPE_CHECKING:
-    from kyoukai.blueprint import Blueprint
-    from kyoukai.context import HTTPRequestContext
 
 HOOK_TYPES = ("pre", "post")
 DEFAULT_METHODS = ("GET", "HEAD")
+
+
+class RouteOwner(Protocol):
+    """What a route uses of the :class:`~.Blueprint` it is registered on."""
+
+    @property
+    def name(self) -> str:
+        """The first half of the endpoint names of its routes."""
+
+    def get_hooks(self, type_: str) -> list[Callable]:
+        """The hooks of ``type_`` that run around its routes."""
 
 
 def normalize_methods(methods: Iterable[str]) -> tuple[str, ...]:
@@ -71,7 +79,7 @@ class Route:
         #: ``(url, methods)`` pairs this route is registered under.
         self.routes: list[tuple[str, tuple[str, ...]]] = []
         #: The :class:`~.Blueprint` owning this route.
-        self.bp: Blueprint | None = None
+        self.bp: RouteOwner | None = None
         self.hooks: dict[str, list[Callable]] = {"pre": [], "post": []}
 
     def __repr__(self) -> str:
@@ -90,7 +98,7 @@ class Route:
         self.routes.append((url, normalize_methods(methods)))
         return self
 
-    def get_endpoint_name(self, bp: Blueprint | None = None) -> str:
+    def get_endpoint_name(self, bp: RouteOwner | None = None) -> str:
         """The endpoint name: the explicit one, else ``"<blueprint name>.<function name>"``."""
         if self.endpoint is not None:
             return self.endpoint
@@ -145,7 +153,7 @@ class Route:
 
     async def invoke(
         self,
-        ctx: HTTPRequestContext,
+        ctx: RequestContext,
         args: tuple = (),
         params: dict[str, Any] | None = None,
         *,
@@ -161,8 +169,8 @@ class Route:
             for hook in self.get_hooks("pre"):
                 new_ctx = await call_maybe_async(hook, ctx)
                 if new_ctx is not None:
-                    if not isinstance(new_ctx, Context):
-                        raise TypeError(f"pre-request hook {hook!r} returned {new_ctx!r}, not a context")
+                    if not (isinstance(new_ctx, Context) and isinstance(new_ctx, RequestContext)):
+                        raise TypeError(f"pre-request hook {hook!r} returned {new_ctx!r}, not a request context")
                     ctx = new_ctx
 
         result = self._callable(ctx, *args, **(params or {}))

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kyoukai.blueprint import Blueprint
 from kyoukai.route import DEFAULT_METHODS, HOOK_TYPES, normalize_methods
-
-if TYPE_CHECKING:
-    from kyoukai.blueprint import Blueprint
 
 _MARK = "_kyoukai_rg"
 
@@ -62,9 +60,9 @@ def route(url: str, methods: Iterable[str] = DEFAULT_METHODS, **kwargs: Any) -> 
 
                 return add
 
-            func.hook = hook_
-            func.before_request = hook_("pre")
-            func.after_request = hook_("post")
+            # The marked function gains these decorators, set through its __dict__: typed as a
+            # Callable, it is not known to take attributes.
+            vars(func).update(hook=hook_, before_request=hook_("pre"), after_request=hook_("post"))
         return func
 
     return inner
@@ -123,8 +121,6 @@ class RouteGroupType(type):
         return instance
 
     def _build_blueprint(cls, instance: Any) -> Blueprint:
-        from kyoukai.blueprint import Blueprint
-
         bp = Blueprint(cls.__name__, **cls._bp_kwargs)
         for _, func in inspect.getmembers(cls, inspect.isfunction):
             marks = getattr(func, _MARK, None)
@@ -157,3 +153,6 @@ class RouteGroup(metaclass=RouteGroupType):
     Base class of route groups. Keyword arguments in the class statement
     (``class Api(RouteGroup, prefix="/api")``) are passed to the group's :class:`~.Blueprint`.
     """
+
+    #: Set on each instance by the metaclass (see :func:`get_rg_bp`).
+    _kyoukai_blueprint: Blueprint

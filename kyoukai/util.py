@@ -31,7 +31,7 @@ def as_json(data: Any, code: int = 200, headers: dict | None = None, *, json_enc
     return Response(body, status=code, headers=headers, content_type="application/json")
 
 
-def wrap_response(value: Any, response_class: type | None = None, *, status: int = 200) -> Response:
+def wrap_response(value: Any, response_class: type[Response] | None = None, *, status: int = 200) -> Response:
     """
     Turn a handler's return value into a response.
 

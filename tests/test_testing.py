@@ -198,7 +198,8 @@ class TestServerHeaders:
             return "x", 200, {"Server": "Mine"}
 
         response = await app.inject_request({}, "/own")
-        assert response.headers.getlist("Server") == [SERVER_TOKEN]
+        # One Server field (RFC 9110 section 10.2.4): the app's own, not a second one.
+        assert response.headers.getlist("Server") == ["Mine"]
 
     async def test_removed_with_server_header_false(self) -> None:
         app = TestKyoukai("x", server_header=False)

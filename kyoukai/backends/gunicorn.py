@@ -96,7 +96,8 @@ class SharedSocketEventLoop(asyncio.SelectorEventLoop):
 
     def _accept_connection(self, protocol_factory: Any, sock: Any, sslcontext: Any = None, server: Any = None,
                            backlog: int = 100, *args: Any, **kwargs: Any) -> None:  # fmt: skip
-        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)
+        # typeshed leaves out this private method of asyncio's selector event loop.
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)  # type: ignore[misc]
 
 
 class KyoukaiWorker(Worker):
@@ -113,7 +114,8 @@ class KyoukaiWorker(Worker):
         self.asphalt_config: dict[str, Any] | None = None
         #: The components serving this worker's sockets, once started.
         self.served: list[KyoukaiBaseComponent] = []
-        self._stop_requested: asyncio.Event | None = None
+        # Bound to the worker's event loop when first awaited (asyncio.Event takes no loop).
+        self._stop_requested = asyncio.Event()
         self._quick = False
 
     # start-up (in the worker process)
@@ -157,7 +159,6 @@ class KyoukaiWorker(Worker):
                 self.loop_factory = policies.resolve(policy_name)().new_event_loop
         self.loop = loop = self.loop_factory()
         asyncio.set_event_loop(loop)
-        self._stop_requested = asyncio.Event()
         for sig in self.SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         loop.add_signal_handler(signal.SIGTERM, self._request_stop, False)
@@ -188,6 +189,7 @@ class KyoukaiWorker(Worker):
     def run(self) -> None:
         """Serve until stopped; exit with gunicorn's boot error status if the components cannot start."""
         loop = self.loop
+        assert loop is not None, "gunicorn calls init_signals(), which makes the loop, before run()"
         try:
             status = loop.run_until_complete(self._serve())
         finally:
@@ -221,7 +223,8 @@ class KyoukaiWorker(Worker):
             KyoukaiBaseComponent.inherited_sockets = sockets
             return component_types.create_object(**self.asphalt_config["component"])
         self._configure_logging(None)
-        app: Kyoukai = self.wsgi
+        app = self.wsgi
+        assert app is not None, "load_wsgi() loads the app when there is no config.yml"
         component = KyoukaiComponent(app, **self.component_options(app))
         component.listen_sockets = sockets
         self.served = [component]

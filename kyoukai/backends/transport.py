@@ -22,7 +22,7 @@ def transport_ends(transport: asyncio.BaseTransport) -> tuple[str, tuple | None,
     return scheme, local, peer
 
 
-def close_transport(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+def close_transport(transport: asyncio.WriteTransport, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
     """
     Close after what is buffered has been written, but abort if the client has not read it
     within ``timeout`` seconds (``send_timeout``): asyncio's close otherwise waits forever.
@@ -32,19 +32,19 @@ def close_transport(transport: asyncio.BaseTransport, loop: asyncio.AbstractEven
         loop.call_later(timeout, _abort_if_stuck, transport)
 
 
-def _buffered(transport: asyncio.BaseTransport) -> int:
+def _buffered(transport: asyncio.WriteTransport) -> int:
     try:
         return transport.get_write_buffer_size()
     except AttributeError:  # a TLS transport already detached from its protocol
         return 0
 
 
-def _abort_if_stuck(transport: asyncio.BaseTransport) -> None:
+def _abort_if_stuck(transport: asyncio.WriteTransport) -> None:
     if _buffered(transport):
         abort_transport(transport)
 
 
-def abort_transport(transport: asyncio.BaseTransport) -> None:
+def abort_transport(transport: asyncio.WriteTransport) -> None:
     """
     Drop the connection now, with a TCP reset (SO_LINGER 0): the kernel frees the unsent data
     at once instead of keeping it in a FIN_WAIT1 socket, and the client learns it was dropped.
