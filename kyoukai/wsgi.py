@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -139,6 +139,61 @@ def to_wsgi_environment(
     return environ
 
 
+def environ_from_h2(
+    headers: Iterable[tuple[bytes, bytes]],
+    body: Any,
+    scheme: str,
+    server: tuple[str, int] | None,
+    peer: tuple[str, int] | None,
+    protocol: Any,
+) -> dict[str, Any]:
+    """The environ of an HTTP/2 request head (pseudo-headers first, as h2 gives them)."""
+    method = path = authority = ""
+    regular: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value.decode("ascii")
+            elif name == b":path":
+                path = value.decode("latin-1")
+            elif name == b":authority":
+                authority = value.decode("latin-1")
+            elif name == b":scheme":
+                scheme = value.decode("ascii")
+        else:
+            regular.append((name.decode("latin-1"), value.decode("latin-1")))
+    return to_wsgi_environment(
+        regular,
+        method,
+        path,
+        "2",
+        body,
+        scheme=scheme,
+        server=server,
+        peer=peer,
+        protocol=protocol,
+        authority=authority or None,
+    )
+
+
+def h2_headers_of_upgrade(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 header block of the HTTP/1.1 request (``environ``) that asked for ``Upgrade: h2c``."""
+    headers = [
+        (b":method", environ["REQUEST_METHOD"].encode("latin-1")),
+        (b":scheme", b"http"),
+        (b":authority", environ.get("HTTP_HOST", "").encode("latin-1")),
+        (b":path", environ["RAW_URI"].encode("latin-1")),
+    ]
+    skip = {"HTTP_CONNECTION", "HTTP_UPGRADE", "HTTP_HTTP2_SETTINGS", "HTTP_HOST"}
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and key not in skip:
+            headers.append((key[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+        elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            # (Kept outside HTTP_* by PEP 3333.)
+            headers.append((key.lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+    return headers
+
+
 def _split_host(host: str, scheme: str) -> tuple[str, str]:
     """Split a ``Host`` value into name and port, IPv6 literals included."""
     if host.startswith("["):
@@ -165,7 +220,7 @@ class ResponseParts(NamedTuple):
     #: The whole body, when it is known before sending (``b""`` for HEAD and bodiless statuses).
     body: bytes | None
     #: Otherwise the body as it is produced.
-    stream: AsyncIterator[bytes] | None
+    stream: AsyncGenerator[bytes, None] | None
 
 
 def prepare_response(response: Response, environ: dict[str, Any]) -> ResponseParts:
@@ -202,7 +257,7 @@ def prepare_response(response: Response, environ: dict[str, Any]) -> ResponsePar
     return ResponseParts(status, reason_phrase(status), headers, None, iter_response_body(response))
 
 
-async def iter_response_body(response: Response) -> AsyncIterator[bytes]:
+async def iter_response_body(response: Response) -> AsyncGenerator[bytes, None]:
     """Yield the body chunks of a streaming response (sync or async iterable), then close it."""
     payload = response.response
     charset = "utf-8"

@@ -87,6 +87,7 @@ class H2Client:
     :param settings: our SETTINGS (``SettingsFrame.INITIAL_WINDOW_SIZE: 0`` ...).
     :param connection_window: our connection window (WINDOW_UPDATE on stream 0 past 65,535).
     :param auto_ack: return credit for received DATA as it arrives.
+    :param auto_ping_ack: acknowledge the server's PINGs as they arrive.
     :param handshake: send the preface and SETTINGS at once.
     :param sock: an already connected socket to use (``port`` is then ignored).
     :param initial_data: bytes already read from ``sock`` that belong to the HTTP/2 connection.
@@ -101,6 +102,7 @@ class H2Client:
         settings: dict[int, int] | None = None,
         connection_window: int = DEFAULT_WINDOW,
         auto_ack: bool = True,
+        auto_ping_ack: bool = True,
         handshake: bool = True,
         timeout: float = TIMEOUT,
         sock: socket.socket | None = None,
@@ -116,6 +118,9 @@ class H2Client:
         self.sock = sock
         self.settings = {SettingsFrame.ENABLE_PUSH: 0, **(settings or {})}
         self.auto_ack = auto_ack
+        self.auto_ping_ack = auto_ping_ack
+        #: The opaque data of the PINGs received (not ACKs).
+        self.pings_received: list[bytes] = []
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.streams: dict[int, Stream] = {}
@@ -319,7 +324,9 @@ class H2Client:
             self.send(SettingsFrame(0, flags=["ACK"]))
         elif isinstance(frame, PingFrame):
             if "ACK" not in frame.flags:
-                self.send(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
+                self.pings_received.append(frame.opaque_data)
+                if self.auto_ping_ack:
+                    self.send(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
         elif isinstance(frame, WindowUpdateFrame):
             if frame.stream_id == 0:
                 self.conn_send_window += frame.window_increment

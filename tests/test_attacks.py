@@ -163,13 +163,17 @@ class AttackedProtocol(H2KyoukaiProtocol):
         self.fed_to_h2 = 0
         #: The largest write buffer (transport plus not yet written) seen after a read.
         self.peak_write_buffer = 0
-        receive = self.conn.receive_data
+
+    def _start(self, transport: Any, upgrade: Any = None) -> None:
+        super()._start(transport, upgrade)
+        h2_connection = self.core.h2
+        receive = h2_connection.receive_data
 
         def counting_receive(data: bytes) -> Any:
             self.fed_to_h2 += len(data)
             return receive(data)
 
-        self.conn.receive_data = counting_receive
+        h2_connection.receive_data = counting_receive
 
     def connection_made(self, transport: Any) -> None:
         size = self.component.socket_buffer
@@ -192,7 +196,7 @@ class AttackedProtocol(H2KyoukaiProtocol):
         transport.write, transport.writelines = recording_write, recording_writelines
 
     def _record_buffer(self) -> None:
-        queued = self.transport.get_write_buffer_size() + getattr(self, "_pending_size", 0)
+        queued = self.transport.get_write_buffer_size() + sum(map(len, self.core._control))
         self.peak_write_buffer = max(self.peak_write_buffer, queued)
 
     def data_received(self, data: bytes) -> None:

@@ -6,7 +6,7 @@ import pytest
 from h2.stream import StreamClosedBy
 from h2.utilities import SizeLimitDict
 
-from kyoukai.backends.h2_closed import ClosedStreams
+from kyoukai.protocol.h2.closed import ClosedStreams
 
 CYCLE = [*StreamClosedBy, None]
 

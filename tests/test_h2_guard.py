@@ -14,7 +14,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from kyoukai.backends.h2_guard import ConnectionGuard, RateBudget
+from kyoukai.protocol.h2.guard import ConnectionGuard, RateBudget
 from kyoukai.settings import ServerSettings
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -7,7 +7,7 @@ import random
 import pytest
 from hpack import Decoder, Encoder
 
-from kyoukai.backends.h2_hpack import MemoDecoder, MemoEncoder
+from kyoukai.protocol.h2.hpack import MemoDecoder, MemoEncoder
 
 NAMES = [b"content-type", b"server", b"date", b"x-a", b"x-b", b"set-cookie", b":status", b"content-length"]
 VALUES = [b"text/plain", b"Kyoukai/3", b"Tue, 24 Nov 2026 08:00:00 GMT", b"1", b"22", b"a" * 300, b"", b"z"]

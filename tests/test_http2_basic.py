@@ -18,7 +18,8 @@ from hyperframe.frame import SettingsFrame
 from werkzeug.wrappers import Response
 
 from kyoukai import Kyoukai
-from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol, _H2Connection
+from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol
+from kyoukai.protocol.h2.compat import ServerH2Connection
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -314,7 +315,7 @@ class TestResponseTrailers:
 
 
 class TestWholeResponses:
-    """A small response is written by Kyoukai itself (``_send_complete``), not by h2."""
+    """A small response is written by Kyoukai itself (see ``H2ServerConnection.send_response``), not by h2."""
 
     @staticmethod
     def stream_frames(client: H2Client, stream_id: int) -> list[tuple[str, set[str], int]]:
@@ -341,13 +342,13 @@ class TestWholeResponses:
 
     def test_head_and_body_in_two_frames_and_hpack_stays_in_step(self, monkeypatch) -> None:
         via_h2: list[int] = []
-        original = _H2Connection.send_headers
+        original = ServerH2Connection.send_headers
 
         def counting_send_headers(conn, stream_id, *args, **kwargs):
             via_h2.append(stream_id)
             return original(conn, stream_id, *args, **kwargs)
 
-        monkeypatch.setattr(_H2Connection, "send_headers", counting_send_headers)
+        monkeypatch.setattr(ServerH2Connection, "send_headers", counting_send_headers)
         with serve(self.app(), H2KyoukaiComponent) as server, H2Client(server.port) as client:
             for n in range(60):
                 sid = client.request(f"/n/{n}")

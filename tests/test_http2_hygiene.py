@@ -36,8 +36,8 @@ from hyperframe.frame import GoAwayFrame
 
 from kyoukai import Kyoukai
 from kyoukai.asphalt import KyoukaiComponent
-from kyoukai.backends.h2_guard import MAX_REQUEST_LINE, ConnectionGuard, Opening
 from kyoukai.backends.http2 import H2KyoukaiComponent
+from kyoukai.protocol.h2.guard import MAX_REQUEST_LINE, ConnectionGuard, Opening
 from kyoukai.settings import ServerSettings
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,7 +23,15 @@ from h2client import (
     upgrade_request,
     wait_on_loop,
 )
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
+from hyperframe.frame import (
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 from werkzeug.wrappers import Response
 
 from kyoukai import Kyoukai
@@ -149,13 +157,38 @@ class TestResets:
 
 
 class TestConnectionEnd:
-    def test_client_goaway_closes_and_cancels_handlers(self) -> None:
+    def test_client_goaway_lets_open_streams_finish(self) -> None:
+        """
+        A client's GOAWAY (NO_ERROR) is graceful (RFC 9113 section 6.8): the stream it opened
+        before is served to the end, a stream it opens after is refused, then the server
+        closes the connection with a GOAWAY of its own.
+        """
+        probe = Probe()
+        gate = Gate()
+        with serve(make_app(probe, gate), H2KyoukaiComponent) as server:
+            gate.server = server
+            with H2Client(server.port) as client:
+                sid = client.request("/gated/1")
+                assert gate.reached.wait(10)
+                client.send_goaway(ErrorCodes.NO_ERROR)
+                late = client.request("/")
+                client.read_until(lambda: client.streams[late].done)
+                assert client.streams[late].reset_code == ErrorCodes.REFUSED_STREAM
+                assert not client.eof
+                gate.open()
+                stream = client.response(sid)
+                client.wait_closed()
+                wait_on_loop(server, lambda: not server.component.connections)
+        assert stream.status == 200 and bytes(stream.data) == b"gated 1"
+        assert client.goaway is not None and client.goaway.error_code == ErrorCodes.NO_ERROR
+
+    def test_client_goaway_with_an_error_closes_and_cancels_handlers(self) -> None:
         probe = Probe()
         with serve(make_app(probe), H2KyoukaiComponent) as server:
             with H2Client(server.port) as client:
                 client.request("/hang")
                 assert probe.started.wait(10)
-                client.send_goaway(ErrorCodes.NO_ERROR)
+                client.send_goaway(ErrorCodes.INTERNAL_ERROR)
                 client.wait_closed()
                 assert probe.finished.wait(10), "the handler was not cancelled"
                 wait_on_loop(server, lambda: not server.component.connections)
@@ -378,7 +411,9 @@ class TestGracefulShutdown:
                 assert gate.reached.wait(10)
                 stopper = threading.Thread(target=server.stop)
                 stopper.start()
-                client.read_until(lambda: client.goaway is not None)
+                # Two steps (RFC 9113 section 6.8): GOAWAY 2**31-1 and a PING, then, once the
+                # PING is acknowledged (the client does it at once), the real last stream id.
+                client.read_until(lambda: client.goaway is not None and client.goaway.last_stream_id != 2**31 - 1)
                 assert client.goaway.error_code == ErrorCodes.NO_ERROR
                 assert client.goaway.last_stream_id == sid
                 assert not client.eof and not client.streams[sid].done
@@ -396,9 +431,33 @@ class TestGracefulShutdown:
         assert not stopper.is_alive()
         assert stream.status == 200
         assert bytes(stream.data) == b"gated 1"
-        goaways = [f for f in client.frames if isinstance(f, GoAwayFrame)]
-        assert len(goaways) == 1
+        goaways = [f.last_stream_id for f in client.frames if isinstance(f, GoAwayFrame)]
+        assert goaways == [2**31 - 1, sid]
         assert not [f for f in client.frames if isinstance(f, RstStreamFrame) and f.stream_id == sid]
+
+    def test_stream_opened_before_the_client_saw_the_goaway_is_served(self) -> None:
+        """
+        A request the client sends while the first GOAWAY is on its way (before it acknowledges
+        the PING that follows it) is served, not refused: a graceful reload loses nothing.
+        """
+        probe = Probe()
+        with stoppable_server(make_app(probe), H2KyoukaiComponent, shutdown_timeout=20) as server:
+            with H2Client(server.port, auto_ping_ack=False) as client:
+                client.wait_ready()
+                stopper = threading.Thread(target=server.stop)
+                stopper.start()
+                client.read_until(lambda: client.goaway is not None)
+                assert client.goaway.last_stream_id == 2**31 - 1
+                client.read_until(lambda: client.pings_received)
+                # In flight: the client has not seen the GOAWAY when it sends this one.
+                sid = client.request("/")
+                client.send(PingFrame(0, opaque_data=client.pings_received[0], flags=["ACK"]))
+                stream = client.response(sid)
+                client.wait_closed()
+                stopper.join(30)
+        assert stream.status == 200 and stream.reset_code is None
+        goaways = [f.last_stream_id for f in client.frames if isinstance(f, GoAwayFrame)]
+        assert goaways == [2**31 - 1, sid]
 
     def test_idle_connection_gets_goaway_and_closes(self) -> None:
         probe = Probe()

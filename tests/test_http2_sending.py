@@ -18,6 +18,7 @@ from conftest import serve
 from h2.errors import ErrorCodes
 from h2client import TIMEOUT, Gate, H2Client, on_loop, only_connection, wait_on_loop
 from hyperframe.frame import SettingsFrame, WindowUpdateFrame
+from werkzeug.wrappers import Response
 
 from kyoukai import Kyoukai
 from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol
@@ -53,16 +54,23 @@ def make_app(gate: Gate | None = None) -> Kyoukai:
 class LateUpdateProtocol(H2KyoukaiProtocol):
     """
     Delivers ``late_frame`` (bytes the client is taken to have sent) at the worst moment: after
-    the sender saw a closed window, before it starts waiting for it to open.
+    the sender handed its bytes over and the window was closed, before it starts waiting for
+    them to go out.
     """
 
     late_frame: bytes = b""
 
-    async def _wait_for_window(self, state: Any) -> None:
+    async def _drained(self, state: Any) -> None:
         late, type(self).late_frame = type(self).late_frame, b""
         if late:
+            assert self.core.pending(state.stream_id), "the window was open: nothing to wait for"
             self.data_received(late)
-        await super()._wait_for_window(state)
+        await super()._drained(state)
+
+
+def discarding(protocol: H2KyoukaiProtocol) -> list[int]:
+    """The streams whose request body the server is throwing away."""
+    return [stream.stream_id for stream in protocol.core.streams.values() if stream.discarding]
 
 
 class LateUpdateComponent(H2KyoukaiComponent):
@@ -94,34 +102,49 @@ class TestNoLostWakeUp:
         assert stream.ended and bytes(stream.data) == BODY
 
     def test_window_driven_negative_then_raised(self) -> None:
-        """The client shrinks the window under a response in flight (it goes negative), then raises it."""
-        size = 200_000
+        """
+        The client shrinks the window under a response in flight (it goes negative); the frame
+        that raises it again comes while the next chunk is handed over, before the wait.
+        """
+        first, second = 65535, 100_000
+        gate = Gate()
         app = Kyoukai("negative")
 
         @app.route("/big")
         async def big(ctx):
-            return b"n" * size
+            async def body():
+                yield b"n" * first
+                await gate.wait()
+                yield b"m" * second
+
+            return Response(body())
 
         with serve(app, LateUpdateComponent, send_timeout=5) as server:
+            gate.server = server
             with H2Client(server.port, auto_ack=False) as client:
                 client.wait_ready()
                 sid = client.request("/big")
-                client.read_until(lambda: client.streams[sid].received >= 65535 or client.streams[sid].done)
-                assert client.streams[sid].received == 65535
-                # Window now 0 on the server; SETTINGS takes it to -65535, the late frame
-                # (the same SETTINGS raised again, plus credit) opens it.
+                stream = client.streams[sid]
+                client.read_until(lambda: stream.received >= first)
+                assert gate.reached.wait(TIMEOUT)
+                # Window 0 on the server; this SETTINGS takes it to -65535.
+                acks = client.settings_acks
                 client.update_settings(INITIAL_WINDOW_SIZE=0)
+                client.read_until(lambda: client.settings_acks > acks)
+                # The late frames (taken as the client's own) raise it again, and the connection's.
+                raised = 200_000
                 LateUpdateProtocol.late_frame = (
-                    SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: size}).serialize()
-                    + WindowUpdateFrame(0, window_increment=size).serialize()
+                    SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: raised}).serialize()
+                    + WindowUpdateFrame(0, window_increment=raised).serialize()
                 )
-                client.settings[SettingsFrame.INITIAL_WINDOW_SIZE] = size
-                client.streams[sid].recv_window += size
-                client.conn_recv_window += size
-                client.window_update(sid, 1)
-                stream = client.response(sid)
+                client.settings[SettingsFrame.INITIAL_WINDOW_SIZE] = raised
+                stream.recv_window += raised
+                client.conn_recv_window += raised
+                gate.open()
+                client.response(sid)
+        assert LateUpdateProtocol.late_frame == b"", "the sender never waited"
         assert stream.reset_code is None
-        assert stream.ended and stream.received == size
+        assert stream.ended and stream.received == first + second
 
 
 class TestEarlyResponse:
@@ -160,10 +183,10 @@ class TestEarlyResponse:
                 sid = client.request("/ignore", "POST", end_stream=False)
                 stream = client.response(sid)
                 protocol = only_connection(server)
-                assert on_loop(server, lambda: list(protocol._discarding)) == [sid]
+                assert on_loop(server, lambda: discarding(protocol)) == [sid]
                 # More than every window: only possible if the credit comes back.
                 client.send_body(sid, b"r" * (3 * MiB))
-                wait_on_loop(server, lambda: not protocol._discarding)
+                wait_on_loop(server, lambda: not discarding(protocol))
                 after = client.response(client.request("/body"))
         assert stream.status == 200 and bytes(stream.data) == b"ignored\n"
         assert stream.reset_code is None
@@ -212,7 +235,7 @@ class TestEarlyResponse:
                 third = client.response(client.request("/body"))
                 client.send_body(first.stream_id, b"done")
                 protocol = only_connection(server)
-                wait_on_loop(server, lambda: len(protocol._discarding) == 1)
+                wait_on_loop(server, lambda: len(discarding(protocol)) == 1)
                 fourth = client.response(client.request("/body"))
         assert first.reset_code is None and second.reset_code is None
         assert third.reset_code == ErrorCodes.REFUSED_STREAM

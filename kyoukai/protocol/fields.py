@@ -37,6 +37,11 @@ def check_informational_status(status: int) -> None:
         raise ValueError(f"send_informational needs a 1xx status from 102 to 199, not {status}")
 
 
+#: Fields that only mean something to HTTP/1.1 (RFC 9113 section 8.2.2), as received and as sent.
+CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+CONNECTION_SPECIFIC_NAMES = frozenset(name.decode() for name in CONNECTION_SPECIFIC)
+
+
 class InvalidFieldError(ValueError):
     """A field that must not go on the wire; the message names it and says why."""
 

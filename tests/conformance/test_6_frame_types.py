@@ -10,7 +10,6 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, HeadersFrame, PingFrame
 
-from . import gaps
 from .conftest import INDEX_BODY, LARGE_BODY
 from .h2conf import (
     DATA,
@@ -329,7 +328,6 @@ def test_goaway_on_nonzero_stream(client):
     expect_connection_error(client, ErrorCodes.PROTOCOL_ERROR)
 
 
-@gaps.CLIENT_GOAWAY
 def test_client_goaway_lets_open_request_finish(client):
     """
     A client's GOAWAY (NO_ERROR) says it will accept no new server-initiated streams; its own

@@ -12,7 +12,6 @@ size change). Every block that adds to the table still goes through hpack itself
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,32 +19,12 @@ from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 from hpack import Decoder, Encoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
-from hpack.table import HeaderTable
+
+from kyoukai.protocol.h2.compat import VersionedHeaderTable
 
 #: Blocks remembered per connection and direction, and the largest block remembered.
 MEMO_ENTRIES = 64
 MEMO_MAX_BLOCK = 1024
-
-
-class _NoLog:
-    """Stands in for hpack's module logger while its DEBUG level is off."""
-
-    @staticmethod
-    def debug(*args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def quiet_hpack_debug_logging() -> None:
-    """
-    hpack calls ``log.debug`` for every integer and header it codes (about 25 calls per
-    request, each formatting nothing but still a call into logging). When its logger is not
-    enabled for DEBUG (the usual case), point those calls at a no-op; enabling DEBUG logging for
-    ``hpack`` before the first connection keeps them.
-    """
-    import hpack.hpack
-
-    if not isinstance(hpack.hpack.log, _NoLog) and not hpack.hpack.log.isEnabledFor(logging.DEBUG):
-        hpack.hpack.log = _NoLog()
 
 
 class CompressionError(ProtocolError):
@@ -57,36 +36,18 @@ class CompressionError(ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
 
-class VersionedHeaderTable(HeaderTable):
-    """A dynamic table that counts its changes in :attr:`version`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.version = 0
-
-    def add(self, name: bytes, value: bytes) -> None:
-        self.version += 1
-        super().add(name, value)
-
-    def _set_maxsize(self, newmax: int) -> None:
-        self.version += 1
-        HeaderTable.maxsize.fset(self, newmax)
-
-    maxsize = property(HeaderTable.maxsize.fget, _set_maxsize)
-
-
 class MemoEncoder(Encoder):
     """An HPACK encoder that reuses the encoding of a header list seen since the table last changed."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.header_table = VersionedHeaderTable()
+        self.header_table = self._table = VersionedHeaderTable()
         self._memo: dict[tuple, bytes] = {}
         self._memo_version = 0
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         headers = list(headers)
-        table = self.header_table
+        table = self._table
         if table.version != self._memo_version:
             self._memo.clear()
             self._memo_version = table.version
@@ -109,12 +70,12 @@ class MemoDecoder(Decoder):
 
     def __init__(self, max_header_list_size: int = 2**16) -> None:
         super().__init__(max_header_list_size)
-        self.header_table = VersionedHeaderTable()
+        self.header_table = self._table = VersionedHeaderTable()
         self._memo: dict[tuple[bytes, bool], list] = {}
         self._memo_state: tuple[int, int] = (0, max_header_list_size)
 
     def decode(self, data: bytes, raw: bool = False) -> list:
-        table = self.header_table
+        table = self._table
         state = (table.version, self.max_header_list_size)
         if state != self._memo_state:
             self._memo.clear()

@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from kyoukai.protocol.fields import CONNECTION_SPECIFIC
+
 #: Field names: no controls, space, uppercase, DEL or non-ASCII, no colon (RFC 9113 8.2.1).
 _valid_name = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+").fullmatch
 #: Field values: no NUL, CR or LF; no whitespace at either end (RFC 9113 8.2.1).
 _valid_value = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?").fullmatch
 
-#: Fields that only mean something to HTTP/1.1 (RFC 9113 8.2.2).
-CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
 
 
