@@ -507,3 +507,78 @@ class TestIdleStreamScanner:
         guard = ConnectionGuard(ServerSettings())
         assert guard.feed(PREFACE + settings_frame() + rst_stream_frame(1)) is None
         assert guard.feed(rst_stream_frame(3)) is not None
+
+
+def frame_bytes(frame_type: int, stream_id: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([frame_type, 0]) + stream_id.to_bytes(4, "big") + payload
+
+
+class TestStreamErrorsStayStreamErrors:
+    """
+    Where RFC 9113 says a stream error, only that stream is reset: a stream uploading on the same
+    connection finishes, and the connection serves on (h2 alone would end the connection).
+    """
+
+    CASES = {
+        "priority-4-bytes": (lambda sid: frame_bytes(0x2, sid, b"\0" * 4), ErrorCodes.FRAME_SIZE_ERROR),
+        "priority-6-bytes": (lambda sid: frame_bytes(0x2, sid, b"\0" * 6), ErrorCodes.FRAME_SIZE_ERROR),
+        "window-update-0": (lambda sid: window_update_frame(sid, 0), ErrorCodes.PROTOCOL_ERROR),
+    }
+
+    @pytest.mark.parametrize("split", [False, True], ids=["one-write", "byte-by-byte"])
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_only_the_stream_is_reset(self, client: ConformanceClient, case: str, split: bool) -> None:
+        make, code = self.CASES[case]
+        other = client.next_id()
+        client.send_raw(headers_frame(other, client.request_block("/echo", "POST"), end_stream=False))
+        target = client.next_id()
+        client.send_raw(headers_frame(target, client.request_block("/echo", "POST"), end_stream=False))
+        bad = make(target)
+        if split:
+            for i in range(len(bad)):
+                client.send_raw(bad[i : i + 1])
+        else:
+            client.send_raw(bad)
+        client.read_until(lambda: client.streams[target].reset_code is not None)
+        assert client.streams[target].reset_code == code
+        client.send_raw(data_frame(other, b"still here", end_stream=True))
+        stream = client.response(other)
+        assert bytes(stream.data) == b"still here"
+        assert client.goaway is None and not client.eof
+        assert client.get("/").status == 200
+
+    @pytest.mark.parametrize("body", [b"tes", b"test!"], ids=["shorter", "longer"])
+    def test_content_length_mismatch_resets_only_its_stream(self, client: ConformanceClient, body: bytes) -> None:
+        other = client.next_id()
+        client.send_raw(headers_frame(other, client.request_block("/echo", "POST"), end_stream=False))
+        target = client.next_id()
+        head = client.request_block("/echo", "POST", [("content-length", "4")])
+        client.send_raw(headers_frame(target, head, end_stream=False) + data_frame(target, body, end_stream=True))
+        client.read_until(lambda: client.streams[target].reset_code is not None)
+        assert client.streams[target].reset_code == ErrorCodes.PROTOCOL_ERROR
+        client.send_raw(data_frame(other, b"fine", end_stream=True))
+        assert bytes(client.response(other).data) == b"fine"
+        assert client.goaway is None and client.get("/").status == 200
+
+
+class TestCutFrames:
+    """The guard cuts the frames of stream errors out of the bytes h2 gets, wherever reads split them."""
+
+    def test_every_split_gives_h2_the_same_bytes(self) -> None:
+        guard = ConnectionGuard(ServerSettings())
+        assert guard.read_opening(PREFACE, http1_allowed=False) is Opening.PREFACE
+        settings = frame_bytes(0x4, 0, b"")
+        good = window_update_frame(1, 100)
+        bad = frame_bytes(0x2, 3, b"\0" * 4)
+        stream = PREFACE + settings + good + bad + good
+        for cut in range(1, len(stream)):
+            guard = ConnectionGuard(ServerSettings())
+            guard.read_opening(PREFACE, http1_allowed=False)
+            passed = b""
+            errors = []
+            for piece in (stream[:cut], stream[cut:]):
+                assert guard.feed(piece) is None
+                passed += guard.passed(piece)
+                errors += guard.stream_errors
+            assert passed == PREFACE + settings + good + good, cut
+            assert errors == [(3, ErrorCodes.FRAME_SIZE_ERROR, "a PRIORITY frame of 4 bytes")]

@@ -27,7 +27,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame, PingFrame
+from hyperframe.frame import GoAwayFrame, PingFrame, RstStreamFrame
 
 from kyoukai.metrics import Metrics
 from kyoukai.protocol import events as ev
@@ -208,8 +208,11 @@ class H2ServerConnection:
         if violation is not None:
             self._violated(violation)
             return self.take_events()
-        if guard.reserved_bits:
-            data = guard.clear_reserved_bits(data)
+        data = guard.passed(data)
+        for stream_id, code, what in guard.stream_errors:
+            self._stream_error(stream_id, code, what)
+            if self.closed:
+                return self.take_events()
         if guard.header_block_open:
             if self._block_deadline is None:
                 self._block_deadline = self.clock() + self.settings.header_timeout
@@ -233,6 +236,19 @@ class H2ServerConnection:
             self._violated(self.h2.reset_violation)
         self._pull_h2()
         return self.take_events()
+
+    def _stream_error(self, stream_id: int, code: int, what: str) -> None:
+        """A stream error the guard found in a frame it cut out: reset that stream alone."""
+        logger.info("Reset stream %d from %s: %s (%s).", stream_id, self.peer, what, code_name(code))
+        if compat.stream_or_none(self.h2, stream_id) is not None:
+            self.reset(stream_id, code)
+            return
+        # A stream h2 does not hold open: the reset is written here.
+        self._pull_h2()
+        self._control.append(RstStreamFrame(stream_id, error_code=code).serialize())
+        violation = self.guard.count_reset(what)
+        if violation is not None:
+            self._violated(violation)
 
     def _read_opening(self, data: bytes) -> bytes:
         """

@@ -137,13 +137,25 @@ class ConnectionGuard:
         self.preface_read = False
         self._head = bytearray()
         self._skip = PREFACE_LENGTH
-        self._partial = bytearray()
         self._payload_left = 0
         self._block_size = 0
         self._first_frame = True
         #: Offsets, in the bytes last fed, of WINDOW_UPDATE increments with the reserved bit
         #: set (see :meth:`clear_reserved_bits`).
         self.reserved_bits: list[int] = []
+        #: Stream errors found by the last :meth:`feed`, as ``(stream_id, error code, what)``:
+        #: frames h2 would take for a connection error where RFC 9113 asks for a stream error.
+        #: They are cut out of the bytes h2 gets (see :meth:`passed`).
+        self.stream_errors: list[tuple[int, int, str]] = []
+        #: Spans of the last fed bytes to cut (offsets in them; a start below 0 is in the bytes
+        #: held back from the read before).
+        self._drops: list[tuple[int, int]] = []
+        #: Payload bytes of a cut frame still to come in the next read.
+        self._drop_left = 0
+        #: An incomplete frame at the end of the last bytes fed, read again with the next
+        #: (and held back from h2 until then).
+        self._rescan = b""
+        self._buf = b""
         #: Whether a header block is open (HEADERS seen, END_HEADERS not yet).
         self.header_block_open = False
         #: Frames seen, by type.
@@ -185,12 +197,24 @@ class ConnectionGuard:
         :meth:`read_opening` came by an h2c upgrade: h2 checks its preface, and its stream 1,
         the request that asked for the upgrade, is open before any frame.
         """
+        if self._rescan:
+            data = self._rescan + data
+            self._rescan = b""
+        self._buf = data
         pos = 0
         end = len(data)
         if self.reserved_bits:
             self.reserved_bits = []
         if self._opening:
             self._opening.clear()
+        if self.stream_errors:
+            self.stream_errors = []
+        if self._drop_left:
+            step = min(self._drop_left, end)
+            self._drops.append((0, step))
+            self._drop_left -= step
+            self._payload_left -= step
+            pos = step
         if self._skip:
             pos = min(self._skip, end)
             self._skip -= pos
@@ -200,24 +224,52 @@ class ConnectionGuard:
                 self._payload_left -= step
                 pos += step
                 continue
-            if self._partial or end - pos < FRAME_HEADER_LENGTH:
-                take = FRAME_HEADER_LENGTH - len(self._partial)
-                self._partial += data[pos : pos + take]
-                pos += min(take, end - pos)
-                if len(self._partial) < FRAME_HEADER_LENGTH:
-                    break
-                head = bytes(self._partial)
-                self._partial.clear()
-            else:
-                head = data[pos : pos + FRAME_HEADER_LENGTH]
-                pos += FRAME_HEADER_LENGTH
+            start = pos
+            head = data[pos : pos + FRAME_HEADER_LENGTH]
             length = int.from_bytes(head[0:3], "big")
+            if len(head) < FRAME_HEADER_LENGTH or (
+                # (A WINDOW_UPDATE is looked at whole: its increment decides what it is.)
+                head[3] == WINDOW_UPDATE and length >= 4 and end - start < FRAME_HEADER_LENGTH + 4
+            ):
+                # An incomplete frame header (or WINDOW_UPDATE): read again with what follows.
+                self._rescan = bytes(data[start:])
+                break
+            pos += FRAME_HEADER_LENGTH
             stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            errors = len(self.stream_errors)
             violation = self._check(head[3], head[4], length, stream_id, data, pos)
             if violation is not None:
                 return violation
             self._payload_left = length
+            if len(self.stream_errors) > errors:
+                # Cut the frame: its header, and its payload as far as it is here.
+                stop = min(pos + length, end)
+                self._drops.append((start, stop))
+                self._drop_left = pos + length - stop
         return None
+
+    def passed(self, data: bytes) -> bytes:
+        """
+        The bytes of the last :meth:`feed` that go on to h2: reserved bits cleared, the frames
+        of :attr:`stream_errors` cut out, and an incomplete frame at the end held back until
+        the rest of it comes (``data``: the bytes given to that :meth:`feed`).
+        """
+        buf = self._buf
+        self._buf = b""
+        hold = len(self._rescan)
+        if not hold and not self._drops and not self.reserved_bits and buf is data:
+            return data
+        if self.reserved_bits:
+            buf = self.clear_reserved_bits(buf)
+        pieces = []
+        cursor = 0
+        for start, stop in self._drops:
+            if start > cursor:
+                pieces.append(buf[cursor:start])
+            cursor = max(cursor, stop)
+        self._drops.clear()
+        pieces.append(buf[cursor : len(buf) - hold])
+        return b"".join(pieces)
 
     def _check(
         self, frame_type: int, flags: int, length: int, stream_id: int, data: bytes, pos: int
@@ -272,8 +324,15 @@ class ConnectionGuard:
                 if data[pos] & 0x80 and length == 4:
                     self.reserved_bits.append(pos)
                 increment = int.from_bytes(data[pos : pos + 4], "big") & 0x7FFFFFFF
+                if increment == 0 and stream_id and length == 4:
+                    # RFC 9113 section 6.9: a stream error PROTOCOL_ERROR (h2 ends the connection).
+                    self.stream_errors.append((stream_id, ErrorCodes.PROTOCOL_ERROR, "a WINDOW_UPDATE of 0"))
             if increment < SMALL_WINDOW_INCREMENT or (stream_id and not self._active(stream_id)):
                 return self._spend_control("WINDOW_UPDATE that is small or for a closed stream")
+        elif frame_type == PRIORITY and length != 5 and stream_id:
+            # RFC 9113 section 6.3: a stream error FRAME_SIZE_ERROR (h2 ends the connection).
+            self.stream_errors.append((stream_id, ErrorCodes.FRAME_SIZE_ERROR, f"a PRIORITY frame of {length} bytes"))
+            return self._spend_control("PRIORITY")
         elif frame_type in (SETTINGS, PING, PRIORITY) or frame_type > CONTINUATION:
             return self._spend_control("SETTINGS/PING/PRIORITY/unknown")
         return None
