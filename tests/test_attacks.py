@@ -374,7 +374,7 @@ class TestRapidReset:
             connection_gone(server, protocol)
             wait_on_loop(server, lambda: counters.running == 0)
             metrics = server.component.metrics
-            resets = protocol.guard.frame_counts.get(RST_STREAM, 0)
+            resets = protocol.core.guard.frame_counts.get(RST_STREAM, 0)
         bound = RESET_CFG["max_stream_resets"] + SLACK
         print(f"rapid reset: {sent} pairs sent, {resets} RST_STREAM read, {metrics.snapshot()}, {counters}")
         assert code == CALM, attacker.describe_frames()
@@ -697,7 +697,7 @@ class TestControlFrameFloods:
                 sent = 100 + blast(attacker, (make(n) for n in range(100, 10**9)), batch=20, limit=5000)
                 code = settle(attacker)
             connection_gone(server, protocol)
-            scanned = protocol.guard.frame_counts.get(frame_type, 0)
+            scanned = protocol.core.guard.frame_counts.get(frame_type, 0)
         bound = FLOOD_CFG["max_control_frames"] + SLACK
         print(f"{kind} flood: {sent} sent, {scanned} read, GOAWAY {code}")
         assert code == CALM, f"{sent} frames sent, {scanned} read, and the server serves on"

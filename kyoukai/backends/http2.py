@@ -1,34 +1,25 @@
 """
-HTTP/2 over asyncio: the HTTP/2-only component, the connection protocol and the per-stream state.
-
-The protocol logic is :class:`~kyoukai.protocol.h2.connection.H2ServerConnection`, a core
-without I/O; :class:`H2KyoukaiProtocol` is its shell. It feeds the transport's bytes to the
-core and acts on the events that come out: a request head starts a handler task with an
-:class:`H2State` as its ``wsgi.input``, body data goes into that state, a stream that is gone
-stops its handler. Handlers hand their responses to the core, which sends them as the
-flow-control windows allow; the shell writes what the core has to send once per event-loop
-turn (so the frames of many streams share a write), pauses it while the transport is full,
-and turns the core's next deadline into one timer.
+HTTP/2 over asyncio: :class:`H2KyoukaiProtocol`, the shell of the protocol core
+(:class:`~kyoukai.protocol.h2.connection.H2ServerConnection`), which moves bytes between the
+transport and the core and acts on its events; :class:`H2State`, a stream as its handler
+sees it; and :class:`H2KyoukaiComponent`, the HTTP/2-only port. The app's side of each stream
+is in :mod:`kyoukai.backends.h2_handler`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from h2.errors import ErrorCodes
-from werkzeug.exceptions import InternalServerError
-
 from kyoukai.asphalt import KyoukaiBaseComponent
-from kyoukai.backends.transport import abort_transport, close_transport, transport_ends
+from kyoukai.backends.h2_handler import StreamHandling
+from kyoukai.backends.transport import DeadlineTimer, abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.protocol import events as ev
-from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
 from kyoukai.protocol.h2.connection import H2ServerConnection, response_block
 from kyoukai.tls import create_server_context, negotiated_protocol
-from kyoukai.wsgi import environ_from_h2, h2_headers_of_upgrade, prepare_response
+from kyoukai.wsgi import environ_from_h2, h2_headers_of_upgrade
 
 if TYPE_CHECKING:
     from asphalt.core import Context
@@ -36,10 +27,6 @@ if TYPE_CHECKING:
     from kyoukai.app import Kyoukai
 
 logger = logging.getLogger("kyoukai.http2")
-
-
-class _StreamClosed(Exception):
-    """The stream was reset or the connection is gone: stop sending on it."""
 
 
 class H2State(RequestBody):
@@ -61,14 +48,11 @@ class H2State(RequestBody):
         self.headers = headers
         #: The request's WSGI environ (``wsgi.input`` is this object).
         self.environ = protocol.build_environ(headers, self)
-        length = self.environ.get("CONTENT_LENGTH")
-        if length is not None and length.isdigit():
+        if (length := self.environ.get("CONTENT_LENGTH", "")).isdigit():
             self.expected_length = int(length)
-        #: The handler task of this stream.
+        #: The handler task; whether the response head went out; whether the stream is gone.
         self.task: asyncio.Task | None = None
-        #: Whether the response head went out.
         self.headers_sent = False
-        #: Whether the stream is gone (reset, or the connection lost).
         self.closed = False
         self._status: str | None = None
         self._response_headers: list[tuple[str, str]] = []
@@ -92,18 +76,14 @@ class H2State(RequestBody):
         return response_block(self._status or "200", self._response_headers)
 
     def sendable_waiter(self) -> asyncio.Future:
-        """
-        A future that the stream's next :class:`~kyoukai.protocol.events.StreamSendable` (or
-        its end) completes. It exists from this call on: take it right after seeing that the
-        stream still has bytes queued, and no wake-up can come in between.
-        """
+        """A future the stream's next :class:`~kyoukai.protocol.events.StreamSendable` completes (or its end)."""
         waiter = self._sendable
         if waiter is None or waiter.done():
             waiter = self._sendable = self.protocol.loop.create_future()
         return waiter
 
     def window_opened(self) -> None:
-        """Wake the sender waiting for the stream's queued bytes to go out."""
+        """Wake the sender waiting for its queued bytes to go out."""
         waiter = self._sendable
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -114,7 +94,7 @@ class H2State(RequestBody):
         self.window_opened()
 
 
-class H2KyoukaiProtocol(asyncio.Protocol):
+class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
     """
     Serves one HTTP/2 connection: the asyncio shell of an :class:`H2ServerConnection`.
 
@@ -138,8 +118,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._write_paused = False
         self._closed = False
         self._flush_handle: asyncio.Handle | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
+        self._timer: DeadlineTimer
         self._fed: set[H2State] = set()
         self._join_writes = False
         self._handlers = {
@@ -157,25 +136,17 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         """The streams whose handlers run, by id."""
         return {sid: s.app_state for sid, s in self.core.streams.items() if s.app_state and not s.finished}
 
-    @property
-    def guard(self) -> Any:
-        """The connection's abuse budgets (see :class:`~kyoukai.protocol.h2.guard.ConnectionGuard`)."""
-        return self.core.guard
-
     # asyncio callbacks
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         """A new connection that speaks HTTP/2 from its first byte."""
         self._start(transport)
         self.component.connection_opened(self)
 
-    def adopt(
-        self, transport: asyncio.BaseTransport, data: bytes = b"", *, upgrade: dict[str, Any] | None = None
-    ) -> None:
+    def adopt(self, transport: Any, data: bytes = b"", *, upgrade: dict[str, Any] | None = None) -> None:
         """
-        Take over a connection from the HTTP/1.1 protocol: after the HTTP/2 preface was seen
-        (``data`` starts with it), or after ``101 Switching Protocols`` for an h2c upgrade
-        (``upgrade`` is the environ of the request that asked, served as stream 1).
+        Take over a connection from HTTP/1.1: after the preface (``data`` starts with it), or
+        after ``101 Switching Protocols`` (``upgrade``: the environ of the h2c request, stream 1).
         """
         self._start(transport, upgrade)
         if data:
@@ -185,9 +156,9 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.transport = transport
         self.loop = asyncio.get_running_loop()
         self.scheme, self.server_address, self.peer = transport_ends(transport)
-        # asyncio's TLS transport encrypts each buffer of writelines() as a TLS record of its
-        # own, so over TLS a batch is joined into one write; cleartext batches go out as they are.
+        # Over TLS each buffer of writelines() would be a TLS record: batches are joined.
         self._join_writes = self.scheme == "https"
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
         self.core = H2ServerConnection(
             self.settings,
             self.loop.time,
@@ -214,12 +185,11 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._schedule_flush()
 
     def eof_received(self) -> bool:
-        return False
+        return False  # the client's end of input is the connection's end
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -227,8 +197,7 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self.component.connection_closed(self)
 
     def pause_writing(self) -> None:
-        # Stop reading too: what the client sends next (PINGs, SETTINGS) would only queue
-        # more acknowledgements behind the data it does not read.
+        # Reading stops too: PINGs would only queue acknowledgements behind unread data.
         self._write_paused = True
         self.core.pause_output()
         self.transport.pause_reading()
@@ -305,159 +274,16 @@ class H2KyoukaiProtocol(asyncio.Protocol):
         self._write(self.core.data_to_send())
         close_transport(self.transport, self.loop, self.settings.send_timeout)
 
-    def _release(self, state: H2State) -> None:
+    @staticmethod
+    def _release(state: H2State) -> None:
         state.abort()
         state.close()
         if state.task is not None:
             state.task.cancel()
 
-    # request handling
-
     def build_environ(self, headers: list[tuple[bytes, bytes]], body: H2State) -> dict[str, Any]:
         """The WSGI environ of a request head received on this connection."""
         return environ_from_h2(headers, body, self.scheme, self.server_address, self.peer, self)
-
-    async def _handle(self, state: H2State) -> None:
-        environ = state.environ
-        try:
-            request = self.app.request_class(environ)
-            response = await self.app.process_request(request, self.parent_context)
-            await self._send_response(state, response)
-        except _StreamClosed:
-            pass
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            if isinstance(e, InvalidFieldError):
-                logger.error(
-                    "Stream %d (%s %s): %s; %s.",
-                    state.stream_id,
-                    environ["REQUEST_METHOD"],
-                    environ["PATH_INFO"],
-                    e,
-                    "resetting it" if state.headers_sent else "sending 500 instead",
-                )
-            else:
-                logger.exception(
-                    "Stream %d (%s %s) failed.", state.stream_id, environ["REQUEST_METHOD"], environ["PATH_INFO"]
-                )
-            if not state.headers_sent and not state.closed:
-                try:
-                    await self._send_response(state, InternalServerError().get_response(environ))
-                except _StreamClosed:
-                    pass
-            else:
-                self.core.reset(state.stream_id, ErrorCodes.INTERNAL_ERROR)
-        finally:
-            self._processing_done(environ, state.stream_id)
-
-    def _processing_done(self, environ: dict[str, Any], stream_id: int) -> None:
-        """A stream's handler finished: free its state and tell the core the app is done with it."""
-        state = environ.get("wsgi.input")
-        if isinstance(state, H2State):
-            state.abort()
-            state.close()
-            state.release()
-        # werkzeug's request and its environ point at each other; cut the cycle so the request
-        # (and the body it cached) is freed now rather than at the next cyclic collection.
-        environ.pop("werkzeug.request", None)
-        environ.pop("wsgi.input", None)  # the other cycle: the state holds the environ
-        if not self._closed:
-            self.core.finish(stream_id)
-            self._schedule_flush()
-
-    def acknowledge(self, stream_id: int, size: int) -> None:
-        """Return ``size`` bytes of flow-control credit (the app consumed them)."""
-        if not self._closed:
-            self.core.acknowledge(stream_id, size)
-            self._schedule_flush()
-
-    # response sending
-
-    async def _send_response(self, state: H2State, response: Any) -> None:
-        parts = prepare_response(response, state.environ)
-        state.start_response(str(parts.status), parts.headers)
-        block = state.get_response_headers()
-        has_body = parts.stream is not None or bool(parts.body)
-        whole = parts.stream is None and (not has_body or getattr(response, "trailers", None) is None)
-        if state.closed or not self.core.send_response(state.stream_id, block, parts.body if whole else None):
-            if parts.stream is not None:
-                await parts.stream.aclose()
-            raise _StreamClosed
-        state.headers_sent = True
-        self._schedule_flush()
-        if not whole:
-            state._response_body = parts.stream if parts.stream is not None else parts.body
-            await self.sending_loop(state.stream_id)
-            # Read now, after the body: a body generator may fill them in.
-            trailers = getattr(response, "trailers", None) or ()
-            if hasattr(trailers, "items"):
-                trailers = trailers.items()
-            fields = [(name.lower(), str(value)) for name, value in trailers]
-            checked_names(fields, "trailer")
-            if not self.core.end_stream(state.stream_id, fields):
-                raise _StreamClosed
-            self._schedule_flush()
-        await self._drained(state)
-
-    async def sending_loop(self, stream_id: int) -> None:
-        """
-        Send the response body of ``stream_id`` (bytes, or an async iterator of chunks as the
-        handler produces them): each piece is handed to the core, which sends it within the
-        windows and frame size, and the next is asked for only once it is out.
-        """
-        state = self._state(stream_id)
-        if state is None:
-            raise _StreamClosed
-        body, state._response_body = state._response_body, None
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            if body:
-                self._send_data(state, body)
-                await self._drained(state)
-            return
-        chunks: AsyncIterator[bytes] = body
-        try:
-            async for chunk in chunks:
-                self._send_data(state, chunk)
-                await self._drained(state)
-        finally:
-            # A reset or lost stream stops the loop mid-body: close the app's generator now
-            # rather than whenever it is garbage collected.
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    def _send_data(self, state: H2State, data: bytes | bytearray | memoryview) -> None:
-        if state.closed or not self.core.send_data(state.stream_id, memoryview(data)):
-            raise _StreamClosed
-        self._schedule_flush()
-
-    async def _drained(self, state: H2State) -> None:
-        """Wait until the stream's queued bytes are out (or raise :class:`_StreamClosed` if it is gone)."""
-        core = self.core
-        while True:
-            pending = core.pending(state.stream_id)
-            if pending is None or state.closed:
-                raise _StreamClosed
-            if not pending:
-                return
-            await state.sendable_waiter()
-
-    async def send_informational(self, environ: dict[str, Any], status: int, headers: list[tuple[str, str]]) -> None:
-        """
-        Send a 1xx response (e.g. 103 Early Hints) on the request's stream before its response.
-
-        :raises InvalidFieldError: when a header name is not a token or a value holds CR, LF or NUL.
-        """
-        check_informational_status(status)
-        state = environ.get("wsgi.input")
-        if not isinstance(state, H2State) or state.protocol is not self:
-            raise ValueError("send_informational needs the environ of a request on this connection")
-        fields = [(name.lower(), str(value)) for name, value in headers]
-        checked_names(fields, "informational response")
-        if not state.headers_sent and not state.closed and not self._closed:
-            self.core.send_informational(state.stream_id, status, response_block(status, fields)[1:])
-            self._schedule_flush()
 
     # writing, timing and closing
 
@@ -499,21 +325,10 @@ class H2KyoukaiProtocol(asyncio.Protocol):
             self._write([data])
 
     def _set_timer(self) -> None:
-        """One timer for the core's next deadline (moved earlier when needed, never later)."""
-        if self._closed:
-            return
-        deadline = self.core.next_deadline()
-        if deadline is None:
-            return
-        if self._timer is not None:
-            if self._timer_when <= deadline:
-                return
-            self._timer.cancel()
-        self._timer_when = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        if not self._closed:
+            self._timer.set(self.core.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
         self._dispatch(self.core.handle_timeout())
         self._flush()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -56,3 +57,37 @@ def abort_transport(transport: asyncio.WriteTransport) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+class DeadlineTimer:
+    """
+    One timer for a protocol core's next deadline: :meth:`set` moves it earlier when the core
+    needs to be woken sooner, never later (a timer that fires early finds nothing due and is
+    set again), so a deadline pushed back on every request costs no new timer.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0
+
+    def set(self, deadline: float | None) -> None:
+        """Make sure the callback runs no later than ``deadline`` (``None``: nothing due)."""
+        if deadline is None:
+            return
+        if self._handle is not None:
+            if self._when <= deadline:
+                return
+            self._handle.cancel()
+        self._when = deadline
+        self._handle = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
