@@ -47,7 +47,8 @@ class ServerSettings:
     #: (an early 413, a handler that ignored the upload), so that the client sees the response
     #: rather than a reset; past it, or after ``discard_timeout``, RST_STREAM NO_ERROR.
     max_discard_size: int = 64 * MiB
-    #: Seconds such a stream may keep sending before it is reset.
+    #: Seconds such a stream may go without sending before it is reset (as nginx's
+    #: ``lingering_timeout``: a slow client still uploading is not cut off).
     discard_timeout: float = 5.0
     #: Request body bytes buffered per request or stream before the client is made to wait.
     body_buffer_size: int = 1 * MiB

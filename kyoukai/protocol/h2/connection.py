@@ -266,6 +266,7 @@ class H2ServerConnection:
             self._violated(Violation(ErrorCodes.PROTOCOL_ERROR, f"the connection opens with no HTTP/2 preface {seen}"))
         elif opening is Opening.HTTP1:
             logger.info("Refused a client from %s that does not speak HTTP/2 on this HTTP/2-only port.", self.peer)
+            self.h2.data_to_send()  # the server's preface stays unsent: this client reads HTTP/1.1
             head = format_head(
                 505,
                 "HTTP Version Not Supported",
@@ -337,6 +338,7 @@ class H2ServerConnection:
             self.h2.acknowledge_received_data(length, stream_id)
             if stream is not None and stream.discard_left is not None:
                 stream.discard_left -= length
+                stream.discard_deadline = self.clock() + self.settings.discard_timeout
                 if stream.discard_left < 0:
                     self._end_discard(stream, "max_discard_size")
             return
@@ -549,8 +551,9 @@ class H2ServerConnection:
         The app is done with ``stream_id``. Unread body credit goes back; if the client is still
         sending the request, the rest of its body is read and thrown away (credit returned, so
         it can finish and see the response, an early 413 above all) up to ``max_discard_size``
-        bytes and ``discard_timeout`` seconds, then RST_STREAM NO_ERROR, which RFC 9113 section
-        8.1 allows at once but which some clients (curl 7.88) report as a failed upload.
+        bytes, with at most ``discard_timeout`` seconds between its frames, then RST_STREAM
+        NO_ERROR, which RFC 9113 section 8.1 allows at once but which some clients (curl 7.88)
+        report as a failed upload.
         """
         stream = self.streams.get(stream_id)
         if stream is None or stream.finished:
@@ -588,7 +591,7 @@ class H2ServerConnection:
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.stream_id, None)
         self._timed.discard(stream)
-        self.scheduler.stalled.discard(stream)
+        self.scheduler.remove(stream)
         self._maybe_idle()
 
     def _end_discard(self, stream: Stream, limit: str) -> None:
@@ -604,7 +607,7 @@ class H2ServerConnection:
         """Forget a stream that is gone; tell the shell if its app was still at it."""
         self.streams.pop(stream.stream_id, None)
         self._timed.discard(stream)
-        self.scheduler.stalled.discard(stream)
+        self.scheduler.remove(stream)
         stream.clear()
         if stream.unacked and not self.closed:
             unacked, stream.unacked = stream.unacked, 0

@@ -71,11 +71,16 @@ class Scheduler:
         frame_size = conn.max_outbound_frame_size
         while ready and written < limit:
             if conn.outbound_flow_control_window <= 0:
-                # Every stream waits for the connection's window, in its place in the queue.
+                # Only ends of streams (no bytes) can go; the others wait in their place, stalled.
+                ending = [stream for stream in ready if not stream.pending_size]
                 for stream in ready:
-                    if stream.stalled_since is None and stream.pending_size:
+                    if stream.pending_size and stream.stalled_since is None:
                         stream.stalled_since = now
                         self.stalled.add(stream)
+                for stream in ending:
+                    ready.remove(stream)
+                    stream.in_ready = False
+                    written += self._turn(conn, stream, 0, frame_size, out, sendable)
                 break
             stream = ready.popleft()
             stream.in_ready = False
@@ -95,29 +100,46 @@ class Scheduler:
                     stream.stalled_since = now
                     self.stalled.add(stream)
                 continue
-            ends = stream.end_pending and take == size and stream.trailers is None
-            if take or ends:
-                written += self._frames(out, stream, take, frame_size, ends)
-                compat.charge_data(conn, h2_stream, take, ends)
-            if stream.stalled_since is not None:
-                stream.stalled_since = None
-                self.stalled.discard(stream)
-            if stream.pending_size:
-                stream.in_ready = True
-                ready.append(stream)
-                continue
-            if ends:
-                stream.end_pending = False
-                stream.response_ended = True
-            elif stream.trailers is not None and stream.end_pending:
-                fields, stream.trailers = stream.trailers, None
-                stream.end_pending = False
-                stream.response_ended = True
-                conn.send_headers(stream.stream_id, fields, end_stream=True)
-                data = conn.data_to_send()
-                out.append(data)
-                written += len(data)
-            sendable.append(stream.stream_id)
+            written += self._turn(conn, stream, take, frame_size, out, sendable)
+        return written
+
+    def remove(self, stream: Stream) -> None:
+        """Take a stream that is gone out of the queue and the stalled set."""
+        if stream.in_ready:
+            self.ready.remove(stream)
+            stream.in_ready = False
+        self.stalled.discard(stream)
+
+    def _turn(self, conn: Any, stream: Stream, take: int, frame_size: int, out: list, sendable: list[int]) -> int:
+        """Send ``take`` queued bytes of ``stream`` (and its end, if they are the last); the bytes appended."""
+        h2_stream = compat.stream_or_none(conn, stream.stream_id)
+        if h2_stream is None:
+            stream.clear()
+            return 0
+        written = 0
+        ends = stream.end_pending and take == stream.pending_size and stream.trailers is None
+        if take or ends:
+            written += self._frames(out, stream, take, frame_size, ends)
+            compat.charge_data(conn, h2_stream, take, ends)
+        if stream.stalled_since is not None:
+            stream.stalled_since = None
+            self.stalled.discard(stream)
+        if stream.pending_size:
+            stream.in_ready = True
+            self.ready.append(stream)
+            return written
+        if ends:
+            stream.end_pending = False
+            stream.response_ended = True
+        elif stream.trailers is not None and stream.end_pending:
+            fields, stream.trailers = stream.trailers, None
+            stream.end_pending = False
+            stream.response_ended = True
+            conn.send_headers(stream.stream_id, fields, end_stream=True)
+            data = conn.data_to_send()
+            out.append(data)
+            written += len(data)
+        sendable.append(stream.stream_id)
         return written
 
     @staticmethod
