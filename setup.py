@@ -19,7 +19,7 @@ setup(
     install_requires=[
         "asphalt>=4.12,<5",
         "werkzeug>=3.1,<3.2",
-        "h2>=4.1,<5",
+        "h2>=4.1,<4.5",
         "httptools>=0.6,<1",
         # Only for python -m kyoukai.devcert (the development certificate); never imported otherwise.
         "cryptography>=42",

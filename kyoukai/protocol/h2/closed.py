@@ -30,7 +30,7 @@ _FIRST_SPAN = 64
 class ClosedStreams:
     """
     How each of the last ``max_span`` stream ids was closed; the mapping h2 keeps as
-    ``H2Connection._closed_streams`` (it sets, tests and reads items).
+    its closed-stream record (see :mod:`kyoukai.protocol.h2.compat`; it sets, tests and reads items).
 
     :param max_span: a power of two; 8192 remembers the last 4096 client streams.
     """

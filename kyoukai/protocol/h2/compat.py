@@ -61,12 +61,13 @@ check_h2_version()
 
 #: Names the rest of Kyoukai uses from here (so that no other module imports them from h2).
 __all__ = [
-    "ConnectionState",
     "ServerH2Connection",
     "VersionedHeaderTable",
     "allow_unlimited_streams",
     "charge_data",
     "check_h2_version",
+    "connection_closed",
+    "install_coders",
     "open_stream_count",
     "quiet_hpack_debug_logging",
     "send_response_head",
@@ -187,6 +188,20 @@ def allow_unlimited_streams(conn: h2.connection.H2Connection) -> None:
     advertised value was serialised.
     """
     conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([2**31 - 1])
+
+
+def install_coders(conn: h2.connection.H2Connection, encoder: Any, decoder: Any) -> None:
+    """
+    Put HPACK coders of our own in place of h2's (before any header block, so that both ends'
+    tables stay in step).
+    """
+    conn.encoder = encoder
+    conn.decoder = decoder
+
+
+def connection_closed(conn: h2.connection.H2Connection) -> bool:
+    """Whether h2 has closed the connection (it then sent its own GOAWAY)."""
+    return conn.state_machine.state is ConnectionState.CLOSED
 
 
 def stream_or_none(conn: h2.connection.H2Connection, stream_id: int) -> Any:

@@ -162,8 +162,7 @@ class H2ServerConnection:
         # HPACK coders that remember repeated header blocks; the tables are empty here, so
         # swapping them in keeps both ends in step.
         compat.quiet_hpack_debug_logging()
-        conn.encoder = MemoEncoder()
-        conn.decoder = MemoDecoder(settings.max_header_size)
+        compat.install_coders(conn, MemoEncoder(), MemoDecoder(settings.max_header_size))
         conn.max_inbound_frame_size = settings.max_frame_size
         if upgrade_settings is None:
             conn.initiate_connection()
@@ -729,7 +728,7 @@ class H2ServerConnection:
         """
         if self.closed:
             return
-        if goaway and self.h2.state_machine.state is not compat.ConnectionState.CLOSED:
+        if goaway and not compat.connection_closed(self.h2):
             self.metrics.goaways[code_name(error_code)] += 1
             self.h2.close_connection(error_code=error_code, last_stream_id=self._last_stream_id)
         self._pull_h2()
