@@ -3,12 +3,16 @@ What the protocol cores tell their I/O shells: small records, one per thing that
 
 A shell feeds a core bytes (and the time), takes these events, and acts on them: it starts a
 handler for a request, feeds a request body, lets a waiting response go on, stops a handler
-whose stream is gone, or closes the connection.
+whose stream is gone, hands an HTTP/1.1 connection over to HTTP/2, or closes the connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kyoukai.protocol.h11.request import H11Request
 
 
 @dataclass(slots=True)
@@ -71,4 +75,77 @@ class ConnectionClosed:
 
 Event = (
     RequestReceived | RequestData | RequestEnded | RequestTrailers | StreamSendable | StreamClosed | ConnectionClosed
+)
+
+
+# HTTP/1.1 (kyoukai.protocol.h11): the request record stands where HTTP/2 has a stream id.
+
+
+@dataclass(slots=True)
+class H11RequestReceived:
+    """
+    An HTTP/1.1 request head: give it a body reader (``request.environ`` has all but its
+    ``wsgi.input``) and answer it in turn (see :meth:`~.H11ServerConnection.next_answer`).
+    """
+
+    request: H11Request
+
+
+@dataclass(slots=True)
+class H11RequestData:
+    """Request body bytes; report them consumed (:meth:`~.H11ServerConnection.body_consumed`) as the app reads them."""
+
+    request: H11Request
+    data: bytes
+
+
+@dataclass(slots=True)
+class H11RequestEnded:
+    """The request body is complete."""
+
+    request: H11Request
+
+
+@dataclass(slots=True)
+class H11RequestRejected:
+    """
+    A request broke a limit or a rule: stop reading. The answer (``status``, ``message``) is
+    queued behind the requests before it; the connection closes after it.
+    """
+
+    status: int
+    message: str
+    #: The request whose body this cuts off (its head was announced), if any: its reader
+    #: should fail with ``status``.
+    request: H11Request | None
+
+
+@dataclass(slots=True)
+class H2PrefaceReceived:
+    """The connection opens with the HTTP/2 preface: hand it to HTTP/2, which reads from ``data`` on."""
+
+    data: bytes
+
+
+@dataclass(slots=True)
+class H2cUpgradeAccepted:
+    """
+    An ``Upgrade: h2c`` request accepted: write ``response`` (``101 Switching Protocols``), then
+    hand the connection to HTTP/2, which serves the request (``environ``) as stream 1 and reads
+    from ``data`` on.
+    """
+
+    environ: dict[str, Any]
+    data: bytes
+    response: bytes
+
+
+H11Event = (
+    H11RequestReceived
+    | H11RequestData
+    | H11RequestEnded
+    | H11RequestRejected
+    | H2PrefaceReceived
+    | H2cUpgradeAccepted
+    | ConnectionClosed
 )

@@ -1,6 +1,6 @@
 """
 HTTP field rules that both protocols share: what a response, its trailers or a 1xx response
-may put on the wire (RFC 9110 section 5).
+may put on the wire (RFC 9110 section 5), and what a request's ``Host`` may be.
 
 Every field name must be a token and every value free of CR, LF and NUL, whatever the
 protocol: on HTTP/1.1 a CR or LF in a name or value would split the response (a header of the
@@ -75,3 +75,17 @@ def _first_problem(fields: list[tuple[str, str]], what: str) -> str:
         if not isinstance(value, str) or _forbidden_in_value(value):
             return f"{what} header {name!r} has a value with CR, LF or NUL: {value!r}"
     return f"{what} headers are invalid"
+
+
+#: HTTP versions whose requests may come without ``Host`` (RFC 9112 section 3.2 requires it of 1.1).
+HOST_OPTIONAL_VERSIONS = frozenset({"0.9", "1.0"})
+
+#: A ``Host`` value: a name, IPv4 address or bracketed IP literal, then an optional port (RFC
+#: 3986 section 3.2.2), or empty. No whitespace, controls, commas (two values joined) or
+#: delimiters such as ``/`` and ``@``.
+_valid_host = re.compile(rb"(?:\[[0-9A-Za-z:._~%!$&'()*+;=-]+\]|[0-9A-Za-z._~%!$&'()*+;=-]*)(?::[0-9]*)?").fullmatch
+
+
+def is_valid_host(value: bytes) -> bool:
+    """Whether ``value`` (trailing whitespace removed) may be a request's ``Host`` (RFC 9112 section 3.2)."""
+    return _valid_host(value) is not None
