@@ -61,6 +61,7 @@ check_h2_version()
 
 #: Names the rest of Kyoukai uses from here (so that no other module imports them from h2).
 __all__ = [
+    "ResetBudgetExceeded",
     "ServerH2Connection",
     "VersionedHeaderTable",
     "allow_unlimited_streams",
@@ -73,6 +74,16 @@ __all__ = [
     "send_response_head",
     "stream_or_none",
 ]
+
+
+class ResetBudgetExceeded(h2.exceptions.ProtocolError):
+    """One reset too many: raised out of h2's frame loop, so that no frame after it is processed."""
+
+    error_code = ErrorCodes.ENHANCE_YOUR_CALM
+
+    def __init__(self, violation: Any) -> None:
+        super().__init__(violation.message)
+        self.violation = violation
 
 
 class ServerH2Connection(h2.connection.H2Connection):
@@ -90,7 +101,8 @@ class ServerH2Connection(h2.connection.H2Connection):
     - A client's GOAWAY does not close h2's state machine: the streams it already opened are
       served to the end (RFC 9113 section 6.8); the core decides when to close.
     - Every RST_STREAM it sends with an error code is reported to ``count_reset``; the first
-      verdict that returns is kept in :attr:`reset_violation`.
+      verdict that returns is kept in :attr:`reset_violation` and raised as
+      :class:`ResetBudgetExceeded`, which stops h2 from reading any frame after it.
     """
 
     _reset_earlier = False
@@ -131,13 +143,16 @@ class ServerH2Connection(h2.connection.H2Connection):
 
     def _prepare_for_sending(self, frames: list) -> None:
         count_reset = self._count_reset
+        exceeded = None
         if count_reset is not None:
             for frame in frames:
                 if frame.__class__ is RstStreamFrame and frame.error_code:
                     violation = count_reset()
                     if violation is not None and self.reset_violation is None:
-                        self.reset_violation = violation
+                        self.reset_violation = exceeded = violation
         super()._prepare_for_sending(frames)
+        if exceeded is not None:
+            raise ResetBudgetExceeded(exceeded)
 
     def _receive_data_frame(self, frame: Any) -> tuple[list, list]:
         self._reset_earlier = self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM

@@ -219,6 +219,9 @@ class H2ServerConnection:
             self._block_deadline = None
         try:
             h2_events = self.h2.receive_data(data)
+        except compat.ResetBudgetExceeded as e:
+            self._violated(e.violation)
+            return self.take_events()
         except h2.exceptions.ProtocolError as e:
             code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
             logger.info("Closing the HTTP/2 connection from %s: %s (error code %s).", self.peer, e, code_name(code))
@@ -231,8 +234,6 @@ class H2ServerConnection:
                 handler(self, event)
                 if self.closed:
                     break
-        if not self.closed and self.h2.reset_violation is not None:
-            self._violated(self.h2.reset_violation)
         self._pull_h2()
         return self.take_events()
 
@@ -626,12 +627,13 @@ class H2ServerConnection:
             return
         try:
             self.h2.reset_stream(stream_id, code)
+        except compat.ResetBudgetExceeded as e:
+            self._pull_h2()
+            self._violated(e.violation)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return
-        self._pull_h2()
-        violation = self.h2.reset_violation
-        if violation is not None:
-            self._violated(violation)
+        else:
+            self._pull_h2()
 
     # output
 
