@@ -152,8 +152,13 @@ class Kyoukai:
                 request.close()
             if self.config.get("server_header", True):
                 # The app's own values win (RFC 9110 section 10.2.4 allows one Server field).
-                result.headers.setdefault("Server", SERVER_TOKEN)
-                result.headers.setdefault("X-Powered-By", SERVER_TOKEN)
+                # (One pass over the names: a missing key in werkzeug's Headers raises.)
+                headers = result.headers
+                present = set(headers.keys(lower=True))
+                if "server" not in present:
+                    headers.add("Server", SERVER_TOKEN)
+                if "x-powered-by" not in present:
+                    headers.add("X-Powered-By", SERVER_TOKEN)
             request.environ[RESPONSE_KEY] = result
             self.log_route(request, result.status_code)
             return result

@@ -637,7 +637,7 @@ class H2ServerConnection:
 
     # output
 
-    def data_to_send(self, limit: int = 65536) -> list[Any]:
+    def data_to_send(self, limit: int = 1 << 20) -> list[Any]:
         """
         Bytes for the client, as a list of buffers (frame headers and slices of response
         bodies): everything pending of the connection's own frames and response heads, then
