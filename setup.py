@@ -37,6 +37,8 @@ setup(
             "httpx[http2]>=0.27",
             "trustme>=1.1",
             "hyperframe>=6",
+            # Property-based tests of the HTTP/2 core (tests/test_h2_core_properties.py).
+            "hypothesis>=6.100",
             "gunicorn>=25",
             # The deployment example runs with asphalt run --loop uvloop.
             "uvloop>=0.19",
