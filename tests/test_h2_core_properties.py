@@ -550,10 +550,12 @@ settings_changes = st.tuples(
     st.sampled_from([16 * KiB, 16 * KiB + 1, 20_000, 64 * KiB, 2**24 - 1]),
 )
 cancels = st.tuples(st.just("cancel"), index)
+# Bodies that fit the first windows, and bodies several times larger.
+body_sizes = st.integers(0, 20_000) | st.integers(60_000, 300_000)
 responses = st.tuples(
     st.just("respond"),
     index,
-    st.integers(0, 300_000),
+    body_sizes,
     st.sampled_from(["whole", "chunks", "trailers", "data-end"]),
     st.integers(1, 5),
 )
@@ -586,7 +588,7 @@ actions = st.one_of(
 
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(
-    st.integers(0, 2**20),
+    st.sampled_from([0, 1000, DEFAULT_WINDOW, 2**20]) | st.integers(0, 2**20),
     st.lists(opens, min_size=1, max_size=4),
     st.lists(actions, min_size=10, max_size=60),
     st.booleans(),
