@@ -20,8 +20,9 @@ from kyoukai.protocol.h2.stream import Stream
 FRAME_HEADER = struct.Struct(">HBBBL")
 DATA, HEADERS, CONTINUATION = 0x0, 0x1, 0x9
 END_STREAM, END_HEADERS = 0x1, 0x4
-#: The most a stream sends in one turn while others wait (or one frame, if the client's frames are larger).
-QUANTUM = 16 * 1024
+#: The most a stream sends in one turn while others wait (less when they share a smaller
+#: connection window; one frame at least).
+QUANTUM = 64 * 1024
 
 
 def frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
@@ -80,7 +81,11 @@ class Scheduler:
                 for stream in ending:
                     ready.remove(stream)
                     stream.in_ready = False
-                    written += self._turn(conn, stream, 0, frame_size, out, sendable)
+                    h2_stream = compat.stream_or_none(conn, stream.stream_id)
+                    if h2_stream is None:
+                        stream.clear()
+                        continue
+                    written += self._turn(conn, h2_stream, stream, 0, frame_size, out, sendable)
                 break
             stream = ready.popleft()
             stream.in_ready = False
@@ -90,9 +95,13 @@ class Scheduler:
                 continue
             size = stream.pending_size
             window = min(conn.outbound_flow_control_window, h2_stream.outbound_flow_control_window)
-            # Alone, a stream sends what the windows and the batch allow; with others
-            # waiting, a frame (or QUANTUM) a turn, so that they share the connection.
-            quantum = max(frame_size, limit - written) if not ready else max(frame_size, QUANTUM)
+            # Alone, a stream sends what the windows and the batch allow; with others waiting,
+            # QUANTUM a turn, or its share of a smaller connection window (a frame at least).
+            if ready:
+                share = conn.outbound_flow_control_window // (len(ready) + 1)
+                quantum = max(frame_size, min(QUANTUM, share))
+            else:
+                quantum = max(frame_size, limit - written)
             take = min(size, window, quantum)
             if size and take <= 0:
                 # Its own window is closed: out of the queue until a WINDOW_UPDATE or SETTINGS.
@@ -100,7 +109,7 @@ class Scheduler:
                     stream.stalled_since = now
                     self.stalled.add(stream)
                 continue
-            written += self._turn(conn, stream, take, frame_size, out, sendable)
+            written += self._turn(conn, h2_stream, stream, take, frame_size, out, sendable)
         return written
 
     def remove(self, stream: Stream) -> None:
@@ -110,12 +119,10 @@ class Scheduler:
             stream.in_ready = False
         self.stalled.discard(stream)
 
-    def _turn(self, conn: Any, stream: Stream, take: int, frame_size: int, out: list, sendable: list[int]) -> int:
+    def _turn(
+        self, conn: Any, h2_stream: Any, stream: Stream, take: int, frame_size: int, out: list, sendable: list[int]
+    ) -> int:
         """Send ``take`` queued bytes of ``stream`` (and its end, if they are the last); the bytes appended."""
-        h2_stream = compat.stream_or_none(conn, stream.stream_id)
-        if h2_stream is None:
-            stream.clear()
-            return 0
         written = 0
         ends = stream.end_pending and take == stream.pending_size and stream.trailers is None
         if take or ends:
