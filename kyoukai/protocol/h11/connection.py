@@ -24,6 +24,7 @@ from typing import Any
 import httptools
 
 from kyoukai.protocol import events as ev
+from kyoukai.protocol.core import ProtocolCore
 from kyoukai.protocol.fields import HOST_OPTIONAL_VERSIONS, check_informational_status, checked_names, is_valid_host
 from kyoukai.protocol.h11.framing import ChunkedBody, LimitExceeded, blank_line_end, last_bytes
 from kyoukai.protocol.h11.request import H11Request, Rejection
@@ -47,7 +48,7 @@ def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
     return b"%x\r\n" % len(data), data, b"\r\n"
 
 
-class H11ServerConnection:
+class H11ServerConnection(ProtocolCore):
     """
     One HTTP/1.1 connection, server side.
 
@@ -73,7 +74,7 @@ class H11ServerConnection:
         h2c: bool = False,
     ) -> None:
         self.settings = settings
-        self.clock = clock
+        super().__init__(clock)
         self.scheme = scheme
         self.server_address = server
         self.peer = peer
@@ -105,10 +106,8 @@ class H11ServerConnection:
         self._seen_bytes = False
         #: The start of an HTTP/2 preface, while the first bytes are undecided.
         self._prefix = b""
-        self._events: list[Any] = []
         self._header_deadline: float | None = clock() + settings.header_timeout
         self._idle_deadline: float | None = None
-        self._output_paused_since: float | None = None
 
     # input
 
@@ -494,25 +493,6 @@ class H11ServerConnection:
         once the app starts reading the body; ``b""`` if the body came anyway.
         """
         return b"" if req.ended or self.closed else CONTINUE
-
-    def take_events(self) -> list[Any]:
-        """The events that happened since the last call (a list of the caller's own)."""
-        events = self._events
-        if not events:
-            return []
-        self._events = []
-        return events
-
-    # output backpressure
-
-    def pause_output(self) -> None:
-        """The transport is full: the client has ``send_timeout`` to read before it is dropped."""
-        if self._output_paused_since is None:
-            self._output_paused_since = self.clock()
-
-    def resume_output(self) -> None:
-        """The transport has room again."""
-        self._output_paused_since = None
 
     # ending
 

@@ -179,10 +179,6 @@ class ServerH2Connection(h2.connection.H2Connection):
         event.additional_data = frame.additional_data or None
         return [], [event]
 
-    def closed_by(self, stream_id: int) -> StreamClosedBy | None:
-        """How ``stream_id`` was closed, if the record still has it."""
-        return self._closed_streams.get(stream_id)
-
 
 def _local_reset_event(stream_id: int, code: ErrorCodes) -> h2.events.StreamReset:
     """h2's event for a stream it reset itself (h2 4.3 and later take its fields as arguments)."""

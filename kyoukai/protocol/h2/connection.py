@@ -31,6 +31,7 @@ from hyperframe.frame import GoAwayFrame, PingFrame, RstStreamFrame
 
 from kyoukai.metrics import Metrics
 from kyoukai.protocol import events as ev
+from kyoukai.protocol.core import ProtocolCore
 from kyoukai.protocol.fields import CONNECTION_SPECIFIC_NAMES
 from kyoukai.protocol.h2 import compat
 from kyoukai.protocol.h2.guard import ConnectionGuard, Opening, Violation
@@ -75,7 +76,7 @@ def code_name(code: int) -> str:
         return str(code)
 
 
-class H2ServerConnection:
+class H2ServerConnection(ProtocolCore):
     """
     One HTTP/2 connection, server side.
 
@@ -99,7 +100,7 @@ class H2ServerConnection:
         upgrade_settings: str | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
+        super().__init__(clock)
         self.metrics = metrics if metrics is not None else Metrics()
         self.peer = peer
         self._alpn_h2 = alpn_h2
@@ -124,9 +125,7 @@ class H2ServerConnection:
         self._timed: set[Stream] = set()
         #: Whether the core is done: nothing more is read or sent.
         self.closed = False
-        self._events: list[Any] = []
         self._control: list[Any] = []
-        self._output_paused_since: float | None = None
         self._preface_read = upgrade_settings is not None
         self._settings_seen = False
         self._last_stream_id = 0
@@ -664,22 +663,6 @@ class H2ServerConnection:
     def has_output(self) -> bool:
         """Whether :meth:`data_to_send` has something to give."""
         return bool(self._control) or bool(self.scheduler.ready)
-
-    def pause_output(self) -> None:
-        """The transport is full: send no more response bodies (for ``send_timeout`` at most)."""
-        if self._output_paused_since is None:
-            self._output_paused_since = self.clock()
-
-    def resume_output(self) -> None:
-        """The transport has room again."""
-        self._output_paused_since = None
-
-    def take_events(self) -> list[Any]:
-        """The events that happened since the last call."""
-        events = self._events
-        if events:
-            self._events = []
-        return events
 
     def _pull_h2(self) -> None:
         """Move what h2 queued (acks, WINDOW_UPDATEs, resets, its own header blocks) to the output, in order."""
