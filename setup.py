@@ -26,6 +26,10 @@ setup(
     ],
     extras_require={
         "uvloop": ["uvloop>=0.19"],
+        # kyoukai run --reload watches the app's folder with watchfiles.
+        "reload": ["watchfiles>=0.21"],
+        # kyoukai.metrics_prometheus: the metrics for Prometheus, across gunicorn workers too.
+        "prometheus": ["prometheus_client>=0.20"],
         # kyoukai.backends.gunicorn (--http-protocols needs gunicorn 25 or newer).
         "gunicorn": ["gunicorn>=25"],
         # The API reference imports kyoukai.backends.gunicorn.
@@ -47,9 +51,16 @@ setup(
             "mypy>=1.11",
             # CI builds the docs (tests/test_docs.py).
             "sphinx>=7",
+            "watchfiles>=0.21",
+            "prometheus_client>=0.20",
+            # The recipes of the docs: templates and signed-cookie sessions.
+            "jinja2>=3.1",
+            "itsdangerous>=2.1",
         ],
     },
+    package_data={"kyoukai": ["py.typed"]},
     entry_points={
+        "console_scripts": ["kyoukai = kyoukai.cli:main"],
         "asphalt.components": [
             "kyoukai = kyoukai.asphalt:KyoukaiComponent",
             "kyoukai_h2 = kyoukai.backends.http2:H2KyoukaiComponent",
