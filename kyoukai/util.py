@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import json
 from typing import Any
 
+from werkzeug.datastructures import Headers
 from werkzeug.utils import get_content_type
 from werkzeug.wrappers import Response
 
@@ -25,10 +27,24 @@ def as_plaintext(text: str, code: int = 200, headers: dict | None = None) -> Res
     return Response(text, status=code, headers=headers, content_type="text/plain; charset=utf-8")
 
 
-def as_json(data: Any, code: int = 200, headers: dict | None = None, *, json_encoder: type | None = None) -> Response:
-    """An ``application/json`` response holding ``data`` serialised with :func:`json.dumps`."""
-    body = json.dumps(data, cls=json_encoder)
+def as_json(
+    data: Any,
+    code: int = 200,
+    headers: dict | None = None,
+    *,
+    json_encoder: type[json.JSONEncoder] | None = None,
+    **json_kwargs: Any,
+) -> Response:
+    """
+    An ``application/json`` response holding ``data`` serialised with :func:`json.dumps`;
+    ``json_kwargs`` go to it (e.g. ``indent=2``, ``sort_keys=True``).
+    """
+    body = json.dumps(data, cls=json_encoder, **json_kwargs)
     return Response(body, status=code, headers=headers, content_type="application/json")
+
+
+class InvalidReturnValue(TypeError):
+    """A handler (or hook) returned something that cannot be made into a response."""
 
 
 def wrap_response(value: Any, response_class: type[Response] | None = None, *, status: int = 200) -> Response:
@@ -37,8 +53,12 @@ def wrap_response(value: Any, response_class: type[Response] | None = None, *, s
 
     - a :class:`~werkzeug.wrappers.Response` passes through;
     - ``None`` gives an empty ``204 No Content``;
-    - a tuple is ``(body[, status[, headers]])``;
-    - anything else is the body (``str``, ``bytes`` or an iterable of them), with ``status``.
+    - a ``dict`` or a ``list`` is sent as JSON (``application/json``);
+    - a tuple is ``(body[, status[, headers]])``, the body being any of these;
+    - ``str`` and ``bytes`` are the body, and so are iterators, generators and async
+      generators of them (streamed).
+
+    :raises InvalidReturnValue: for anything else (an ``int``, a ``set``...), naming its type.
     """
     if isinstance(value, Response):
         return value
@@ -48,7 +68,7 @@ def wrap_response(value: Any, response_class: type[Response] | None = None, *, s
     headers = None
     if isinstance(value, tuple):
         if not 1 <= len(value) <= 3:
-            raise TypeError(f"a response tuple is (body[, status[, headers]]), got {len(value)} items")
+            raise InvalidReturnValue(f"a tuple of {len(value)} items; a response tuple is (body[, status[, headers]])")
         body = value[0]
         if len(value) > 1:
             status = value[1]
@@ -62,14 +82,33 @@ def wrap_response(value: Any, response_class: type[Response] | None = None, *, s
             return body
     else:
         body = value
-    if body is not None and not hasattr(body, "__iter__") and not hasattr(body, "__aiter__"):
-        # Caught here, this is a 500 with a clear log line, not a failure half-way through sending.
-        raise TypeError(f"a response body must be str, bytes or an iterable of them, not {type(body).__name__}")
+    if isinstance(body, (dict, list)):
+        given = Headers(headers) if headers else None
+        content_type = None if given is not None and "content-type" in given else "application/json"
+        try:
+            text = json.dumps(body)
+        except (TypeError, ValueError) as e:
+            raise InvalidReturnValue(f"a {type(body).__name__} that cannot be sent as JSON ({e})") from e
+        return cls(text, status=status, headers=given, content_type=content_type)
+    if not _is_body(body):
+        raise InvalidReturnValue(
+            f"a value of type {type(body).__name__!r}, which cannot be a response: return str or bytes, a dict or a list (sent as "
+            "JSON), an iterator or async iterator of str or bytes (streamed), None (204), a werkzeug "
+            "Response, or a tuple (body, status[, headers])"
+        )
     if headers:
         return cls(body, status=status, headers=headers)
     # No headers: the content type is the class's default, as werkzeug would pick it, but given
     # outright (werkzeug's own check raises and catches a KeyError on every response).
     return cls(body, status=status, content_type=_default_content_type(cls.default_mimetype))
+
+
+#: What a handler may return as a body besides JSON: text, bytes, and what is streamed.
+_BODY_TYPES = (str, bytes, bytearray, collections.abc.Iterator, collections.abc.AsyncIterable)
+
+
+def _is_body(value: Any) -> bool:
+    return value is None or isinstance(value, _BODY_TYPES)
 
 
 @functools.cache

@@ -257,6 +257,20 @@ def prepare_response(response: Response, environ: dict[str, Any]) -> ResponsePar
     return ResponseParts(status, reason_phrase(status), headers, None, iter_response_body(response))
 
 
+#: Environ key under which :meth:`Kyoukai.process_request <kyoukai.app.Kyoukai.process_request>`
+#: leaves ``(response, parts)``: the response it checked and prepared, so that one that cannot be
+#: sent is a 500 in the app (and its access log line), not later in the backend.
+PREPARED_KEY = "kyoukai.prepared"
+
+
+def prepared_response(response: Response, environ: dict[str, Any]) -> ResponseParts:
+    """The parts the app already prepared for ``response``, else :func:`prepare_response`'s."""
+    prepared = environ.pop(PREPARED_KEY, None)
+    if prepared is not None and prepared[0] is response:
+        return prepared[1]
+    return prepare_response(response, environ)
+
+
 async def iter_response_body(response: Response) -> AsyncGenerator[bytes, None]:
     """Yield the body chunks of a streaming response (sync or async iterable), then close it."""
     payload = response.response

@@ -162,6 +162,9 @@ class TestRouting:
         assert (empty.status_code, empty.get_data()) == (204, b"")
         data = await get(app, "/data")
         assert (data.mimetype, data.get_json()) == ("application/json", {"answer": 42})
+        created = await get(app, "/created-json", method="POST")
+        assert (created.status_code, created.headers["Location"], created.get_json()) == (201, "/items/7", {"id": 7})
+        assert (await get(app, "/pretty")).get_data(as_text=True) == '{\n  "answer": 42\n}'
         links = (await get(app, "/links")).get_json()
         assert links == {"user": "/users/7", "page": "/page/3", "first_page": "/page", "search": "/docs/intro?lang=en"}
 

@@ -225,7 +225,7 @@ class TestHandlers:
         response = await get(app, "/number")
         assert response.status_code == 500
         assert response.get_data()
-        assert "response body must be" in caplog.text
+        assert "Route 'app.number' returned a value of type 'int', which cannot be a response" in caplog.text
 
 
 class TestRegistration:

@@ -7,7 +7,7 @@ import json
 import pytest
 from werkzeug.wrappers import Response
 
-from kyoukai.util import SERVER_TOKEN, as_html, as_json, as_plaintext, wrap_response
+from kyoukai.util import SERVER_TOKEN, InvalidReturnValue, as_html, as_json, as_plaintext, wrap_response
 from kyoukai.version import __version__
 
 
@@ -46,6 +46,11 @@ class TestAsHelpers:
                 return super().default(o)
 
         assert json.loads(as_json({"s": {3, 1}}, json_encoder=SetEncoder).get_data()) == {"s": [1, 3]}
+
+    def test_as_json_passes_keyword_arguments_to_dumps(self) -> None:
+        response = as_json({"b": 1, "a": [2]}, indent=2, sort_keys=True)
+        assert response.get_data(as_text=True) == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}'
+        assert response.headers["Content-Type"] == "application/json"
 
     def test_server_token(self) -> None:
         assert SERVER_TOKEN == f"Kyoukai/{__version__}"
@@ -98,7 +103,7 @@ class TestWrapResponse:
 
     @pytest.mark.parametrize("value", [(), ("a", 200, {}, "extra")])
     def test_bad_tuple_length(self, value: tuple) -> None:
-        with pytest.raises(TypeError, match="body"):
+        with pytest.raises(InvalidReturnValue, match="body"):
             wrap_response(value)
 
     def test_response_class(self) -> None:
@@ -106,9 +111,29 @@ class TestWrapResponse:
         assert type(wrap_response(None, CustomResponse)) is CustomResponse
         assert type(wrap_response(("x", 201), CustomResponse)) is CustomResponse
 
-    def test_iterable_body(self) -> None:
-        response = wrap_response(["a", "b"])
+    def test_iterator_body(self) -> None:
+        response = wrap_response(iter(["a", "b"]))
         assert response.get_data() == b"ab"
+
+    @pytest.mark.parametrize("value", [{"a": 1, "b": 2}, [1, 2, "three"], [], {}])
+    def test_dict_and_list_are_json(self, value: object) -> None:
+        response = wrap_response(value)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert json.loads(response.get_data()) == value
+
+    def test_json_with_status_and_headers(self) -> None:
+        response = wrap_response(({"created": True}, 201, {"Location": "/x"}))
+        assert (response.status_code, response.headers["Location"]) == (201, "/x")
+        assert response.headers["Content-Type"] == "application/json"
+        assert json.loads(response.get_data()) == {"created": True}
+
+    def test_json_keeps_a_content_type_given(self) -> None:
+        response = wrap_response(({"a": 1}, 200, {"Content-Type": "application/problem+json"}))
+        assert response.headers.getlist("Content-Type") == ["application/problem+json"]
+
+    def test_json_in_the_response_class(self) -> None:
+        assert type(wrap_response({"a": 1}, CustomResponse)) is CustomResponse
 
     def test_none_body_in_a_tuple(self) -> None:
         response = wrap_response((None, 304))
@@ -121,7 +146,8 @@ class TestWrapResponse:
         body = chunks()
         assert wrap_response(body).response is body
 
-    @pytest.mark.parametrize("value", [42, 4.2, object(), (7, 200)])
+    @pytest.mark.parametrize("value", [42, 4.2, object(), (7, 200), {1, 2}, True])
     def test_body_that_cannot_be_sent_is_rejected(self, value: object) -> None:
-        with pytest.raises(TypeError, match="response body must be"):
+        body = value[0] if isinstance(value, tuple) else value
+        with pytest.raises(InvalidReturnValue, match=rf"^a value of type '{type(body).__name__}', which cannot be a response: "):
             wrap_response(value)

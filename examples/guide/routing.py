@@ -87,7 +87,17 @@ async def empty(ctx):
 
 @app.route("/data")
 async def data(ctx):
-    return as_json({"answer": 42})
+    return {"answer": 42}  # a dict or a list is sent as JSON
+
+
+@app.route("/created-json", methods=["POST"])
+async def created_json(ctx):
+    return {"id": 7}, 201, {"Location": "/items/7"}
+
+
+@app.route("/pretty")
+async def pretty(ctx):
+    return as_json({"answer": 42}, indent=2)  # keyword arguments go to json.dumps
 
 
 # [returns-end]

@@ -15,7 +15,7 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
 from kyoukai.protocol.h2.connection import H2ServerConnection, response_block
-from kyoukai.wsgi import prepare_response
+from kyoukai.wsgi import prepared_response
 
 logger = logging.getLogger("kyoukai.http2")
 
@@ -96,7 +96,7 @@ class StreamHandling:
     # response sending
 
     async def _send_response(self, state: Any, response: Any) -> None:
-        parts = prepare_response(response, state.environ)
+        parts = prepared_response(response, state.environ)
         state.start_response(str(parts.status), parts.headers)
         block = state.get_response_headers()
         has_body = parts.stream is not None or bool(parts.body)

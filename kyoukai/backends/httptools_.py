@@ -29,7 +29,7 @@ from kyoukai.protocol.fields import InvalidFieldError
 from kyoukai.protocol.h11.connection import H11ServerConnection, chunk
 from kyoukai.protocol.h11.request import H11Request, Rejection
 from kyoukai.tls import negotiated_protocol
-from kyoukai.wsgi import prepare_response
+from kyoukai.wsgi import prepared_response
 
 if TYPE_CHECKING:
     from asphalt.core import Context
@@ -302,7 +302,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             response = InternalServerError().get_response(environ)
         core = self.core
         try:
-            parts = prepare_response(response, environ)
+            parts = prepared_response(response, environ)
         except InvalidFieldError as e:
             logger.error(
                 "The response to %s %s was not sent: %s; sending 500 instead.",
