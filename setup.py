@@ -21,6 +21,8 @@ setup(
         "werkzeug>=3.1,<3.2",
         "h2>=4.1,<4.5",
         "httptools>=0.6,<1",
+        # WebSocket frames, over HTTP/1.1 and HTTP/2 (RFC 8441).
+        "wsproto>=1.2,<2",
         # Only for python -m kyoukai.devcert (the development certificate); never imported otherwise.
         "cryptography>=42",
     ],
@@ -56,6 +58,8 @@ setup(
             # The recipes of the docs: templates and signed-cookie sessions.
             "jinja2>=3.1",
             "itsdangerous>=2.1",
+            # A real WebSocket client for the WebSocket tests.
+            "websockets>=13",
         ],
     },
     package_data={"kyoukai": ["py.typed"]},
