@@ -8,6 +8,7 @@ from kyoukai.blueprint import Blueprint
 from kyoukai.context import HTTPRequestContext
 from kyoukai.route import Route
 from kyoukai.routegroup import RouteGroup
+from kyoukai.testing import TestKyoukai
 from kyoukai.version import __version__
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "KyoukaiComponent",
     "Route",
     "RouteGroup",
+    "TestKyoukai",
     "__version__",
 ]

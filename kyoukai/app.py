@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -12,12 +13,15 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
 
+from kyoukai import debugpage
 from kyoukai.accesslog import RESPONSE_KEY, START_KEY, AccessLog
 from kyoukai.blueprint import Blueprint
 from kyoukai.body import RequestBody
 from kyoukai.context import HTTPRequestContext
 from kyoukai.proxy import TrustedProxies, apply_forwarded
-from kyoukai.util import SERVER_TOKEN
+from kyoukai.util import SERVER_TOKEN, InvalidReturnValue
+from kyoukai.version import __version__ as __version__  # where Kyoukai 2.2 had it
+from kyoukai.wsgi import PREPARED_KEY, ResponseParts, prepare_response
 
 logger = logging.getLogger("kyoukai")
 
@@ -33,6 +37,7 @@ _ROOT_FORWARDED = frozenset(
         "after_request",
         "add_hook",
         "add_route_group",
+        "add_static",
     }
 )
 
@@ -48,8 +53,8 @@ class Kyoukai:
         ``response_class``, ``context_class``; anything else is kept in :attr:`config`.
 
     ``route``, ``errorhandler``, ``add_errorhandler``, ``add_route``, ``wrap_route``,
-    ``url_for``, ``before_request``, ``after_request``, ``add_hook`` and ``add_route_group``
-    are those of the root blueprint.
+    ``url_for``, ``before_request``, ``after_request``, ``add_hook``, ``add_route_group`` and
+    ``add_static`` are those of the root blueprint.
     """
 
     #: The request class (a :class:`werkzeug.wrappers.Request` subclass).
@@ -73,6 +78,8 @@ class Kyoukai:
         #: The component serving this app (a :class:`~.KyoukaiBaseComponent`), once started.
         self.component: Component | None = None
         self.debug = False
+        # Kyoukai 2.2 took a ``loop``; none is needed now, but app.loop falls back on it.
+        self._loop: asyncio.AbstractEventLoop | None = kwargs.pop("loop", None)
         #: Extra configuration (the component's keys are merged in when it starts).
         self.config: dict[str, Any] = kwargs
         #: The proxies whose forwarding headers are believed (config key ``forwarded_allow_ips``).
@@ -86,6 +93,23 @@ class Kyoukai:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {item!r}")
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """
+        The event loop serving the app: the running one, else the one the app was last
+        finalized in (the component finalizes it when it starts).
+
+        :raises RuntimeError: before the app has been served or finalized in a loop.
+        """
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None:
+                raise RuntimeError(
+                    "app.loop: the app has no event loop yet; it gets one when a component starts serving it"
+                ) from None
+            return self._loop
+
+    @property
     def root(self) -> Blueprint:
         """The root :class:`~.Blueprint`."""
         return self._root_bp
@@ -96,7 +120,11 @@ class Kyoukai:
 
     def finalize(self, **map_options: Any) -> Map:
         """Build the routing map (see :meth:`.Blueprint.finalize`)."""
-        self.debug = bool(self.config.get("debug", False))
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        self.debug = bool(self.config.get("debug", self.debug))
         self.trusted_proxies = TrustedProxies.from_config(self.config)
         self.access_log = AccessLog.from_config(self.config)
         return self.root.finalize(**map_options)
@@ -150,18 +178,54 @@ class Kyoukai:
             finally:
                 # Uploaded files are spooled to temporary files: release them with the request.
                 request.close()
-            if self.config.get("server_header", True):
-                # The app's own values win (RFC 9110 section 10.2.4 allows one Server field).
-                # (One pass over the names: a missing key in werkzeug's Headers raises.)
-                headers = result.headers
-                present = set(headers.keys(lower=True))
-                if "server" not in present:
-                    headers.add("Server", SERVER_TOKEN)
-                if "x-powered-by" not in present:
-                    headers.add("X-Powered-By", SERVER_TOKEN)
-            request.environ[RESPONSE_KEY] = result
+            self._add_server_headers(result)
+            environ = request.environ
+            try:
+                parts = prepare_response(result, environ)
+            except Exception as e:
+                # Found now, this is a 500 that the access log records as such.
+                result, parts = await self._unsendable(ctx, result, e)
+            environ[PREPARED_KEY] = (result, parts)
+            environ[RESPONSE_KEY] = result
             self.log_route(request, result.status_code)
             return result
+
+    def _add_server_headers(self, response: Response) -> None:
+        if self.config.get("server_header", True):
+            # The app's own values win (RFC 9110 section 10.2.4 allows one Server field).
+            # (One pass over the names: a missing key in werkzeug's Headers raises.)
+            headers = response.headers
+            present = set(headers.keys(lower=True))
+            if "server" not in present:
+                headers.add("Server", SERVER_TOKEN)
+            if "x-powered-by" not in present:
+                headers.add("X-Powered-By", SERVER_TOKEN)
+
+    async def _unsendable(
+        self, ctx: HTTPRequestContext, response: Response, error: Exception
+    ) -> tuple[Response, ResponseParts]:
+        """The 500 (and its parts) that replaces a response whose head or body cannot be sent."""
+        response.close()
+        environ = ctx.environ
+        where = f"route {ctx.route.get_endpoint_name()!r}" if ctx.route is not None else "the request"
+        logger.error(
+            "The response of %s to %s %s cannot be sent (%s: %s); sending 500 instead.",
+            where,
+            environ["REQUEST_METHOD"],
+            environ["PATH_INFO"],
+            type(error).__name__,
+            error,
+        )
+        replacement = await self.handle_httpexception(ctx, InternalServerError(original_exception=error), environ)
+        self._add_server_headers(replacement)
+        try:
+            return replacement, prepare_response(replacement, environ)
+        except Exception:
+            logger.error("The 500 error handler's response cannot be sent either; sending the default page.")
+            replacement.close()
+        replacement = InternalServerError().get_response(environ)
+        self._add_server_headers(replacement)
+        return replacement, prepare_response(replacement, environ)
 
     async def _dispatch(self, ctx: HTTPRequestContext, request: Request) -> Response:
         environ = request.environ
@@ -193,12 +257,20 @@ class Kyoukai:
                     await stream.read_all()
             ctx.emit("route_invoked")
             result = await route.invoke(ctx, params=params)
+        except InvalidReturnValue as e:
+            logger.error("%s; sending 500 instead.", str(e)[0].upper() + str(e)[1:])
+            return await self.handle_httpexception(ctx, InternalServerError(original_exception=e), environ)
         except HTTPException as e:
             logger.debug("Route %s raised %r.", route.get_endpoint_name(), e)
             return await self.handle_httpexception(ctx, e, environ)
         except Exception as e:
             logger.exception("Unhandled exception in route %s.", route.get_endpoint_name())
             error = InternalServerError(original_exception=e)
+            # With debug on, the traceback page replaces werkzeug's default 500 page only: an
+            # app's own 500 handler still answers.
+            bp = ctx.bp or self.root
+            if self.debug and not (bp.get_errorhandler(error) or self.root.get_errorhandler(error)):
+                return self.response_class(debugpage.render(e), status=500, content_type=debugpage.CONTENT_TYPE)
             return await self.handle_httpexception(ctx, error, environ)
         ctx.emit("route_completed", result=result)
         return result

@@ -15,8 +15,17 @@ from typing import Any, ClassVar
 
 from asphalt.core import Component, Context, Signal, resolve_reference
 
+from kyoukai import debugpage
 from kyoukai.app import Kyoukai
+
+# Kyoukai 2.2 defined the request context and the events here; they live in kyoukai.context and
+# kyoukai.events now, and are re-exported (the "X as X" form) so that 2.2 imports keep working.
+from kyoukai.context import HTTPRequestContext as HTTPRequestContext
 from kyoukai.events import ConnectionLostEvent, ConnectionMadeEvent
+from kyoukai.events import CtxEvent as CtxEvent
+from kyoukai.events import RouteInvokedEvent as RouteInvokedEvent
+from kyoukai.events import RouteMatchedEvent as RouteMatchedEvent
+from kyoukai.events import RouteReturnedEvent as RouteReturnedEvent
 from kyoukai.metrics import Metrics
 from kyoukai.settings import ServerSettings
 from kyoukai.tls import create_server_context
@@ -153,6 +162,8 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         ctx.add_teardown_callback(self.stop)
         scheme = "https" if ssl_context is not None else "http"
         logger.info("Kyoukai serving %s on %s://%s:%d.", self.describe(), scheme, self.ip or "*", self.port)
+        if self.app.debug:
+            debugpage.warn_if_exposed(sock for server in self._servers for sock in server.sockets)
 
     def describe(self) -> str:
         """What this component serves, for the start-up log line."""

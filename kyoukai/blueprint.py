@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -10,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, MapAdapter, Rule, Submount
 
 from kyoukai.route import DEFAULT_METHODS, HOOK_TYPES, Route
+from kyoukai.static import DEFAULT_CACHE_CONTROL, DEFAULT_CHUNK_SIZE, StaticFiles
 
 logger = logging.getLogger("kyoukai")
 
@@ -196,6 +198,39 @@ class Blueprint:
 
         return inner
 
+    def add_static(
+        self,
+        prefix: str,
+        directory: str | os.PathLike[str],
+        *,
+        endpoint: str | None = None,
+        index: str | None = None,
+        cache_control: str | None = DEFAULT_CACHE_CONTROL,
+        allow_hidden: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Route:
+        """
+        Serve the files of ``directory`` under ``prefix`` (``GET`` and ``HEAD``):
+        ``add_static("/static", "public")`` answers ``/static/css/a.css`` with
+        ``public/css/a.css``. The options and the rules for paths are those of
+        :class:`~kyoukai.static.StaticFiles`; build URLs with the parameter ``filename``.
+
+        :param endpoint: the endpoint name; ``"<blueprint name>.static"`` by default.
+        :raises ValueError: ``prefix`` does not start with ``/``, ``directory`` is not a
+            directory, or the endpoint is taken.
+        """
+        if not prefix.startswith("/"):
+            raise ValueError(f"the prefix of add_static must start with '/', not {prefix!r}")
+        handler = StaticFiles(
+            directory, index=index, cache_control=cache_control, allow_hidden=allow_hidden, chunk_size=chunk_size
+        )
+        route = self.wrap_route(handler, endpoint=endpoint or f"{self.name}.static")
+        base = prefix.rstrip("/")
+        route.add_path(f"{base}/<path:filename>", DEFAULT_METHODS)
+        if index is not None:
+            route.add_path(f"{base}/", DEFAULT_METHODS)
+        return self.add_route(route)
+
     def get_route(self, endpoint: str) -> Route | None:
         """The route registered under ``endpoint`` anywhere in this tree, or ``None``."""
         root = self.root
@@ -303,8 +338,28 @@ class Blueprint:
         self.finalized = True
         return rule_map
 
-    def url_for(self, environment: dict, endpoint: str, *, method: str | None = None, **kwargs: Any) -> str:
-        """Build the URL of ``endpoint`` with ``kwargs`` as its parameters."""
+    def url_for(
+        self,
+        environment: dict,
+        endpoint: str,
+        *,
+        method: str | None = None,
+        _external: bool = False,
+        _scheme: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """
+        Build the URL of ``endpoint`` with ``kwargs`` as its parameters: its path, or with
+        ``_external=True`` the absolute URL ``scheme://host[:port]/path``, from the scheme and
+        ``Host`` of the request ``environment`` describes. ``_scheme`` (``"https"``) replaces the
+        scheme and implies ``_external``. A rule on another host gives an absolute URL anyway.
+
+        Kyoukai 2.2's documented spellings work too: ``force_external=True``, and
+        ``methods=[...]`` for ``method=`` (the first of the list).
+        """
+        external = _external or _scheme is not None or bool(kwargs.pop("force_external", False))
+        if method is None and isinstance(kwargs.get("methods"), list | tuple):
+            method = next(iter(kwargs.pop("methods")), None)
         root = self.root
         rule_map = root.finalize()
         adapter = rule_map.bind_to_environ(environment)
@@ -312,7 +367,7 @@ class Blueprint:
             # Only rules without a host of their own take the request's host as a parameter.
             if any(ANY_HOST_ARG in rule.arguments for rule in rule_map.iter_rules(endpoint)):
                 kwargs.setdefault(ANY_HOST_ARG, adapter.server_name)
-        return adapter.build(endpoint, values=kwargs, method=method)
+        return adapter.build(endpoint, values=kwargs, method=method, force_external=external, url_scheme=_scheme)
 
     def match(self, environment: dict) -> tuple[Route, dict[str, Any], Rule]:
         """

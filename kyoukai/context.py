@@ -71,8 +71,20 @@ class HTTPRequestContext(Context):
         if sender is not None:
             await sender(self.environ, status, headers)
 
-    def url_for(self, endpoint: str, *, method: str | None = None, **values: Any) -> str:
-        """Build the URL of ``endpoint`` for this request's environment."""
+    def url_for(
+        self,
+        endpoint: str,
+        *,
+        method: str | None = None,
+        _external: bool = False,
+        _scheme: str | None = None,
+        **values: Any,
+    ) -> str:
+        """
+        Build the URL of ``endpoint`` for this request: its path, or with ``_external=True`` the
+        absolute URL (``https://example.com:8443/users/1``) with the scheme and host this request
+        came to (after trusted proxies' ``Forwarded`` headers). See :meth:`.Blueprint.url_for`.
+        """
         if self.app is None:
             raise RuntimeError(f"url_for({endpoint!r}) needs ctx.app: this context is not handling a request")
-        return self.app.url_for(self.environ, endpoint, method=method, **values)
+        return self.app.url_for(self.environ, endpoint, method=method, _external=_external, _scheme=_scheme, **values)

@@ -92,9 +92,9 @@ def wrap_response(value: Any, response_class: type[Response] | None = None, *, s
         return cls(text, status=status, headers=given, content_type=content_type)
     if not _is_body(body):
         raise InvalidReturnValue(
-            f"a value of type {type(body).__name__!r}, which cannot be a response: return str or bytes, a dict or a list (sent as "
-            "JSON), an iterator or async iterator of str or bytes (streamed), None (204), a werkzeug "
-            "Response, or a tuple (body, status[, headers])"
+            f"a value of type {type(body).__name__!r}, which cannot be a response: return str or bytes, "
+            "a dict or a list (sent as JSON), an iterator or async iterator of str or bytes (streamed), "
+            "None (204), a werkzeug Response, or a tuple (body, status[, headers])"
         )
     if headers:
         return cls(body, status=status, headers=headers)

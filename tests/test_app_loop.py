@@ -14,7 +14,7 @@ from kyoukai.testing import TestKyoukai
 
 def test_no_loop_before_serving() -> None:
     with pytest.raises(RuntimeError, match="app.loop: the app has no event loop yet"):
-        Kyoukai("idle").loop
+        assert Kyoukai("idle").loop is None
 
 
 def test_the_loop_serving_the_app() -> None:

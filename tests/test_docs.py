@@ -94,14 +94,27 @@ class TestSamples:
                 assert resolved.is_relative_to(EXAMPLES), f"{path.name} includes {target}, outside examples/"
                 assert resolved.is_file(), f"{path.name} includes {target}, which does not exist"
                 used.add(resolved)
-        for folder in ("hello", "http2", "side_by_side", "json_api", "files", "sse", "tls", "deploy"):
+        for folder in (
+            "hello",
+            "http2",
+            "side_by_side",
+            "json_api",
+            "files",
+            "sse",
+            "tls",
+            "deploy",
+            "static",
+            "recipes",
+            "cli",
+        ):
             assert any(p.is_relative_to(EXAMPLES / folder) for p in used), f"examples/{folder} is not in the docs"
 
     def test_console_commands_name_real_things(self) -> None:
         text = "\n".join(p.read_text() for p in rst_files())
         for module in re.findall(r"python -m ([\w.]+)", text):
             if module.startswith("kyoukai"):
-                assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+                path = ROOT / module.replace(".", "/")
+                assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), module
         for config in re.findall(r"asphalt run (?:--loop uvloop )?(examples/\S+\.yml)", text):
             assert (ROOT / config).is_file(), config
 

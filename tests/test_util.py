@@ -149,5 +149,7 @@ class TestWrapResponse:
     @pytest.mark.parametrize("value", [42, 4.2, object(), (7, 200), {1, 2}, True])
     def test_body_that_cannot_be_sent_is_rejected(self, value: object) -> None:
         body = value[0] if isinstance(value, tuple) else value
-        with pytest.raises(InvalidReturnValue, match=rf"^a value of type '{type(body).__name__}', which cannot be a response: "):
+        with pytest.raises(
+            InvalidReturnValue, match=rf"^a value of type '{type(body).__name__}', which cannot be a response: "
+        ):
             wrap_response(value)
