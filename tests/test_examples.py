@@ -371,6 +371,39 @@ class TestServerSentEvents:
                         assert next_fields(lines, 2) == ["event: message", f'data: {{"text": "{text}"}}']
             assert poster.post("/messages", data={"text": " "}).status_code == 400
 
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+    def test_stopping_ends_the_streams_at_once(self, run_command, sig: signal.Signals) -> None:
+        """Listeners connected do not hold up a stop: their streams end, cleanly, first."""
+        port = free_port()
+        # Ctrl+C as in a terminal: a shell that starts a job in the background ignores SIGINT
+        # for it, and an ignored signal stays ignored across exec.
+        restore_sigint = (
+            "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+        )
+        # A stop that waited for the streams would take shutdown_timeout, past STOP_DEADLINE.
+        args = [sys.executable, "-c", restore_sigint, *asphalt_command(), "run", "config.yml"]
+        args += ["--set", f"component.port={port}", "--set", f"component.shutdown_timeout={STOP_DEADLINE * 3}"]
+        example = run_command(EXAMPLES / "sse", args, [port])
+        url = f"http://127.0.0.1:{port}/events"
+        # curl for HTTP/2: httpx's h2 fails on the PING that follows the server's first GOAWAY.
+        command = ["curl", "--silent", "--show-error", "--no-buffer", "--max-time", str(STOP_DEADLINE)]
+        h2 = subprocess.Popen([*command, "--http2-prior-knowledge", url], stdout=subprocess.PIPE, text=True)
+        with h2, h1_client() as h1, h1.stream("GET", url) as one:
+            lines = one.iter_lines()
+            assert next(lines) == ": connected"
+            assert h2.stdout.readline() == ": connected\n"
+            example.process.send_signal(sig)
+            assert [line for line in lines if line] == []  # the end, with no error
+            assert h2.wait(STOP_DEADLINE) == 0 and h2.stdout.read() == "\n"
+        try:
+            example.process.wait(STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the example did not stop within {STOP_DEADLINE}s:\n{example.output()}")
+        output = example.output()
+        assert example.process.returncode == 0, output
+        assert "Application stopped" in output
+        assert "aclose()" not in output and "still busy after shutdown_timeout" not in output, output
+
 
 class TestTls:
     def test_http2_over_tls_with_a_development_certificate(self, run_example, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -68,14 +69,18 @@ def block(ctx):
 class Gunicorn:
     """``gunicorn -k KyoukaiWorker`` in a subprocess on a free port, its log in a file."""
 
-    def __init__(self, log: Path, *args: str, workers: int = 2, cwd: Path = ROOT) -> None:
+    def __init__(
+        self, log: Path, *args: str, workers: int = 2, cwd: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.workers = workers
         self.log = log
         self._log_file = log.open("wb")
         command = [sys.executable, "-m", "gunicorn", "-k", WORKER, "-w", str(workers)]
         command += ["-b", f"127.0.0.1:{self.port}", "--no-control-socket", "--pythonpath", str(TESTS), *args]
-        self.process = subprocess.Popen(command, cwd=cwd, stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, cwd=cwd, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
 
     def url(self, path: str = "/", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
@@ -115,6 +120,20 @@ class Gunicorn:
 
     def signal(self, sig: int) -> None:
         self.process.send_signal(sig)
+
+    def refused(self) -> str:
+        """Wait for a gunicorn that must not start to exit with an error; its log."""
+        try:
+            code = self.process.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"gunicorn did not exit within {DEADLINE}s:\n{self.output()}")
+        finally:
+            self._log_file.close()
+        output = self.output()
+        assert code != 0, output
+        return output
 
     def stop(self) -> str:
         """TERM (gunicorn's graceful stop), wait, and check the exit; the log."""
@@ -425,7 +444,107 @@ class TestAsphaltConfig:
             assert proxied.text == "Hello 203.0.113.9, you came over https.\n"
             pids = {client.get(server.url("/metrics")).json()["pid"] for _ in range(20)}
         assert pids <= server.live()
-        # config.yml's port (8000) is not gunicorn's: the component took gunicorn's socket.
-        assert f"Kyoukai serving HTTP/1.1 on http://127.0.0.1:{server.port}" in server.output()
+        # config.yml's port (8000) is not gunicorn's: the component took gunicorn's socket, with
+        # gunicorn.conf.py's http_protocols.
+        assert f"Kyoukai serving HTTP/1.1 and HTTP/2 on http://127.0.0.1:{server.port}" in server.output()
         server.wait_for(lambda: '"GET / HTTP/1.1" 200' in server.output(), "access log lines")
         assert re.search(r'203\.0\.113\.9 - - \[[^]]+\] "GET / HTTP/1\.1" 200 \d+ \d+\.\d{6}', server.output())
+
+
+def write_config(folder: Path, component: str) -> Path:
+    """A config.yml in ``folder`` whose root component is the YAML ``component`` (indented by 2)."""
+    path = folder / "config.yml"
+    path.write_text("component:\n" + textwrap.indent(textwrap.dedent(component).strip(), "  ") + "\n")
+    return path
+
+
+KYOUKAI_ON_8000 = """
+    type: kyoukai
+    app: test_gunicorn:app
+    ip: 127.0.0.1
+    port: 8000
+"""
+
+
+class TestAsphaltConfigTLSAndHTTP2:
+    """gunicorn's --certfile/--keyfile and --http-protocols in config.yml mode."""
+
+    @pytest.mark.parametrize("h2", [True, False], ids=["h2,h1", "h1"])
+    def test_gunicorn_tls_and_h2_reach_the_component(
+        self, gunicorn, tls_files: dict[str, str], tmp_path: Path, h2: bool
+    ) -> None:
+        write_config(tmp_path, KYOUKAI_ON_8000)
+        protocols = ("--http-protocols", "h2,h1") if h2 else ()
+        tls = ("--certfile", tls_files["cert"], "--keyfile", tls_files["key"])
+        server = gunicorn(*tls, *protocols, "config.yml", workers=1, cwd=tmp_path)
+        assert f"Listening at: https://127.0.0.1:{server.port}" in server.output()
+        served = "HTTP/1.1 and HTTP/2" if h2 else "HTTP/1.1"
+        assert f"Kyoukai serving {served} on https://127.0.0.1:{server.port}" in server.output()
+        context = ssl.create_default_context(cafile=tls_files["ca"])
+        with httpx.Client(http2=True, verify=context, timeout=CLIENT_TIMEOUT) as client:
+            response = client.get(server.url(scheme="https"))
+        expected = "HTTP/2" if h2 else "HTTP/1.1"
+        assert response.http_version == expected
+        assert response.json() == {"pid": min(server.live()), "protocol": expected, "scheme": "https"}
+
+    def test_h2_on_cleartext(self, gunicorn, tmp_path: Path) -> None:
+        write_config(tmp_path, KYOUKAI_ON_8000)
+        server = gunicorn("--http-protocols", "h1,h2", "config.yml", workers=1, cwd=tmp_path)
+        with httpx.Client(http1=False, http2=True, timeout=CLIENT_TIMEOUT) as client:
+            assert client.get(server.url()).json()["protocol"] == "HTTP/2"
+
+    @pytest.mark.parametrize(
+        ("component", "args", "message"),
+        [
+            (
+                KYOUKAI_ON_8000 + "    http2: false\n",
+                ("--http-protocols", "h1,h2"),
+                "config.yml: component has http2: false, but gunicorn's --http-protocols includes h2: remove one",
+            ),
+            (
+                KYOUKAI_ON_8000 + "    ssl: {enabled: true, dev_certificate: true}\n",
+                ("--certfile", "{cert}", "--keyfile", "{key}"),
+                "config.yml: component has an ssl block of its own",
+            ),
+            (
+                KYOUKAI_ON_8000,
+                ("--certfile", "{cert}", "--keyfile", "{key}", "--cert-reqs", "2", "--ca-certs", "{ca}"),
+                "--cert-reqs 2: KyoukaiWorker does not check client certificates",
+            ),
+            (
+                # Two components, neither on gunicorn's port: the worker cannot tell which one
+                # will take gunicorn's socket, and the one that does serves it in cleartext.
+                """
+                type: asphalt.core:ContainerComponent
+                components:
+                  one: {type: kyoukai, app: "test_gunicorn:app", ip: 127.0.0.1, port: 0}
+                  two: {type: kyoukai, app: "test_gunicorn:app", ip: 127.0.0.1, port: 0}
+                """,
+                ("--certfile", "{cert}", "--keyfile", "{key}"),
+                "serves cleartext, but gunicorn was given --certfile and announces https: give it gunicorn's port",
+            ),
+        ],
+        ids=["http2-false", "own-ssl", "client-certificates", "not-on-gunicorns-port"],
+    )
+    def test_conflicts_stop_the_start_up(
+        self, tmp_path: Path, tls_files: dict[str, str], component: str, args: tuple[str, ...], message: str
+    ) -> None:
+        write_config(tmp_path, component)
+        args = tuple(arg.format(**tls_files) for arg in args)
+        server = Gunicorn(tmp_path / "gunicorn.log", *args, "config.yml", workers=1, cwd=tmp_path)
+        output = server.refused()
+        assert message in output, output
+        assert "App failed to load" in output or "Worker failed to boot" in output, output
+
+
+class TestGunicornAdapter:
+    def test_the_22_name_says_what_to_run(self) -> None:
+        from kyoukai.backends.gunicorn import GunicornAdapter, KyoukaiWorker
+
+        assert WORKER == f"{KyoukaiWorker.__module__}.{KyoukaiWorker.__name__}"
+        with pytest.raises(RuntimeError, match="gaiohttp") as raised:
+            GunicornAdapter(app)
+        assert f"gunicorn -k {WORKER} myapp:app" in str(raised.value)
+        with pytest.raises(RuntimeError) as raised:
+            GunicornAdapter.from_asphalt_config("config.yml")
+        assert f"gunicorn -k {WORKER} config.yml" in str(raised.value)

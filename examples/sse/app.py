@@ -9,7 +9,9 @@ of ``GET /events`` gets each message posted to ``POST /messages``. Run from this
 
 import asyncio
 import json
+import weakref
 
+from asphalt.core import Context
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response
 
@@ -23,8 +25,10 @@ HEARTBEAT = 15.0
 #: Messages queued for one slow client before it starts missing them.
 BACKLOG = 100
 
-# One queue per connected client.
+# One queue per connected client; None in it ends the client's stream.
 listeners: set[asyncio.Queue] = set()
+# The server contexts whose teardown ends the streams (see end_streams_on_stop).
+_watched: weakref.WeakSet[Context] = weakref.WeakSet()
 
 PAGE = """<!doctype html>
 <title>Server-sent events</title>
@@ -51,8 +55,30 @@ async def index(ctx):
     return as_html(PAGE)
 
 
+def end_streams_on_stop(ctx) -> None:
+    """
+    End every event stream when the server begins to stop. The streams never end by
+    themselves, so a stopping server would wait ``shutdown_timeout`` for them and then cut
+    them; ended, they let it stop at once, and browsers reconnect (to the next server) by
+    themselves. The server's context runs its teardown callbacks last added first: this one
+    runs before the server stops.
+    """
+    server_context = ctx.app.component.base_context
+    if server_context not in _watched:
+        _watched.add(server_context)
+        server_context.add_teardown_callback(_end_streams)
+
+
+def _end_streams() -> None:
+    for queue in listeners:
+        if queue.full():
+            queue.get_nowait()  # a slow client loses its oldest message, not the end
+        queue.put_nowait(None)
+
+
 @app.route("/events")
 async def events(ctx):
+    end_streams_on_stop(ctx)
     queue: asyncio.Queue = asyncio.Queue(BACKLOG)
 
     # The generator runs after the handler has returned, while the response is being sent;
@@ -67,6 +93,8 @@ async def events(ctx):
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                if message is None:
+                    return  # the server is stopping
                 yield f"event: message\ndata: {json.dumps(message)}\n\n"
         finally:
             listeners.discard(queue)

@@ -17,7 +17,18 @@ app's config has ``forwarded_allow_ips``; every other config key (limits,
 
 With an asphalt ``config.yml`` (a path ending in ``.yml`` or ``.yaml``) each worker starts the
 root component of the file, and the Kyoukai components in it serve gunicorn's sockets: each
-takes the socket bound to its ``port``, or the only one.
+takes the socket bound to its ``port``, or the only one. ``--certfile``/``--keyfile`` and ``h2``
+in ``--http-protocols`` apply to the components that serve gunicorn's sockets (those whose
+``port`` is one of gunicorn's, or the only Kyoukai component of the file when gunicorn has one
+socket); a component whose own ``ssl`` or ``http2`` setting says otherwise stops the start-up
+with an error naming both, and so does a component serving one of gunicorn's sockets in
+cleartext (or without HTTP/2) when gunicorn announces https (or h2).
+
+Client certificates (``--cert-reqs``, ``--ca-certs``) are not checked by Kyoukai: a worker given
+``--cert-reqs`` other than 0 refuses to start.
+
+:class:`GunicornAdapter`, Kyoukai 2.2's adapter for gunicorn's removed ``gaiohttp`` worker, is
+kept as a name that says what to run instead.
 
 Signals, as gunicorn defines them: ``TERM`` (and the old workers of a ``HUP`` reload, and
 ``--max-requests`` recycling) stops gracefully: no new connections, HTTP/2 clients get GOAWAY,
@@ -34,28 +45,42 @@ lines to ``--access-logfile`` when it is given (in Kyoukai's format, see
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import logging.config
 import os
 import signal
-import socket
+import ssl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from asphalt.core import Context
 from asphalt.core.cli import binary_file_constructor, env_constructor, text_file_constructor
 from asphalt.core.component import Component, component_types
 from asphalt.core.runner import policies
-from gunicorn.arbiter import Arbiter
-from gunicorn.errors import AppImportError
-from gunicorn.workers.base import Worker
+
+try:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.errors import AppImportError
+    from gunicorn.workers.base import Worker
+except ImportError as e:
+    raise ImportError(
+        f"kyoukai.backends.gunicorn needs gunicorn 25 or newer ({e}): pip install 'Kyoukai[gunicorn]'"
+    ) from e
 from ruamel.yaml import YAML
 
+from kyoukai import metrics
 from kyoukai.app import Kyoukai
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent, resolve_app_reference
+from kyoukai.backends.http2 import H2KyoukaiComponent
 
 _CONFIG_SUFFIXES = (".yml", ".yaml")
+#: The worker class, as gunicorn's ``-k`` names it.
+WORKER_CLASS = "kyoukai.backends.gunicorn.KyoukaiWorker"
+#: The port of a component config that gives none (that of both Kyoukai components).
+_DEFAULT_PORT = 4444
 
 
 def load_asphalt_config(path: str) -> dict[str, Any]:
@@ -82,6 +107,111 @@ def load_asphalt_config(path: str) -> dict[str, Any]:
     if "component" not in merged:
         raise AppImportError(f"{path}: the service {name!r} has no 'component'")
     return merged
+
+
+GunicornTLS = tuple[str, str | None]
+
+
+def apply_gunicorn_settings(
+    component: dict[str, Any],
+    *,
+    tls: GunicornTLS | None,
+    http2: bool,
+    ports: set[int],
+    single_socket: bool,
+    source: str = "config.yml",
+) -> dict[str, Any]:
+    """
+    A copy of the root ``component`` config of an asphalt file with gunicorn's TLS (``tls``:
+    ``--certfile`` and ``--keyfile``) and HTTP/2 (``h2`` in ``--http-protocols``) applied to
+    the Kyoukai components that will serve gunicorn's sockets: those whose ``port`` is in
+    ``ports``, or the only Kyoukai component when gunicorn has a ``single_socket``.
+
+    :raises gunicorn.errors.AppImportError: a component's own ``ssl`` or ``http2`` says
+        otherwise (the message names the setting of each side to remove one of).
+    """
+    component = copy.deepcopy(component)
+    entries = list(_kyoukai_entries(component, "component", None))
+    targets = [entry for entry in entries if entry[1].get("port", _DEFAULT_PORT) in ports]
+    if not targets and single_socket and len(entries) == 1:
+        targets = entries
+    for path, entry, cls in targets:
+        if tls is not None:
+            _apply_tls(source, path, entry, cls, tls)
+        if http2 and issubclass(cls, KyoukaiComponent):
+            if "http2" in entry and not entry["http2"]:
+                raise AppImportError(
+                    f"{source}: {path} has http2: false, but gunicorn's --http-protocols includes h2: "
+                    f"remove one of them (http2 from {source}, or h2 from --http-protocols)"
+                )
+            entry["http2"] = True
+    return component
+
+
+def _kyoukai_entries(entry: dict[str, Any], path: str, default_type: str | None) -> Iterator[tuple[str, dict, type]]:
+    """The Kyoukai component configs in ``entry`` and its ``components``: (path, config, class)."""
+    try:
+        cls = component_types.resolve(entry.get("type", default_type))
+    except (LookupError, ImportError, AttributeError, ValueError, TypeError):
+        cls = None  # asphalt reports a type it cannot resolve when it creates the component
+    if isinstance(cls, type) and issubclass(cls, KyoukaiBaseComponent):
+        yield path, entry, cls
+    children = entry.get("components")
+    if isinstance(children, dict):
+        for alias, child in children.items():
+            if child is None:
+                child = children[alias] = {}
+            if isinstance(child, dict):
+                yield from _kyoukai_entries(child, f"{path}.components.{alias}", alias)
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b))
+
+
+def _apply_tls(source: str, path: str, entry: dict[str, Any], cls: type, tls: GunicornTLS) -> None:
+    certfile, keyfile = tls
+    if issubclass(cls, KyoukaiComponent):
+        own = entry.get("ssl")
+        if own and not (
+            own.get("enabled")
+            and not own.get("dev_certificate")
+            and _same_file(own.get("ssl_certfile"), certfile)
+            and _same_file(own.get("ssl_keyfile"), keyfile)
+        ):
+            raise AppImportError(
+                f"{source}: {path} has an ssl block of its own ({own!r}), and gunicorn was given --certfile "
+                f"{certfile}: remove one of them (the ssl block from {source}, or --certfile/--keyfile)"
+            )
+        entry["ssl"] = {"enabled": True, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
+    elif issubclass(cls, H2KyoukaiComponent):
+        own_files = (entry.get("ssl_certfile"), entry.get("ssl_keyfile"))
+        if any(own_files) and not (_same_file(own_files[0], certfile) and _same_file(own_files[1], keyfile)):
+            raise AppImportError(
+                f"{source}: {path} has ssl_certfile/ssl_keyfile of its own, and gunicorn was given --certfile "
+                f"{certfile}: remove one of them (from {source}, or --certfile/--keyfile)"
+            )
+        entry["ssl_certfile"], entry["ssl_keyfile"] = certfile, keyfile
+
+
+def _replacement(what: str, target: str) -> str:
+    return (
+        f"{what}: Kyoukai 2.2's GunicornAdapter ran the app under gunicorn's gaiohttp worker, which gunicorn "
+        f"no longer has. Serve it with Kyoukai's worker class {WORKER_CLASS} instead: "
+        f"gunicorn -k {WORKER_CLASS} {target}"
+    )
+
+
+class GunicornAdapter:
+    """Kyoukai 2.2's gunicorn adapter; using it raises :class:`RuntimeError` naming :class:`KyoukaiWorker`."""
+
+    def __init__(self, app: Any, base_context: Any = None) -> None:
+        raise RuntimeError(_replacement("GunicornAdapter(app)", "myapp:app (your module and its app)"))
+
+    @classmethod
+    def from_asphalt_config(cls, filename: str) -> NoReturn:
+        """Raises :class:`RuntimeError`: serve ``filename`` with ``gunicorn -k ...KyoukaiWorker filename``."""
+        raise RuntimeError(_replacement(f"GunicornAdapter.from_asphalt_config({filename!r})", filename))
 
 
 class SharedSocketEventLoop(asyncio.SelectorEventLoop):
@@ -126,6 +256,28 @@ class KyoukaiWorker(Worker):
             raise AppImportError("KyoukaiWorker needs an app reference (module:attribute) or an asphalt config.yml")
         return uri
 
+    def gunicorn_tls(self) -> GunicornTLS | None:
+        """
+        gunicorn's ``--certfile`` and ``--keyfile``, ``None`` for cleartext.
+
+        :raises gunicorn.errors.AppImportError: for settings the worker cannot honour.
+        """
+        cfg = self.cfg
+        if cfg.cert_reqs != ssl.CERT_NONE:
+            raise AppImportError(
+                f"--cert-reqs {cfg.cert_reqs}: KyoukaiWorker does not check client certificates; remove "
+                "--cert-reqs/--ca-certs, or check them in a proxy in front of gunicorn"
+            )
+        if not cfg.is_ssl:
+            return None
+        if not cfg.certfile:
+            raise AppImportError("--keyfile needs --certfile (the certificate chain) too")
+        return cfg.certfile, cfg.keyfile
+
+    def gunicorn_http2(self) -> bool:
+        """Whether ``--http-protocols`` includes ``h2``."""
+        return "h2" in (self.cfg.http_protocols or ())
+
     def load_wsgi(self) -> None:
         """
         Import the app (``module:attribute``); nothing to do for a ``config.yml``.
@@ -134,6 +286,7 @@ class KyoukaiWorker(Worker):
             :class:`~.Kyoukai` app (gunicorn then stops, as for any app that cannot load).
         """
         uri = self._app_uri()
+        self.gunicorn_tls()  # refuses the TLS settings it cannot honour before anything starts
         if uri.endswith(_CONFIG_SUFFIXES):
             self.wsgi = None
             return
@@ -153,7 +306,17 @@ class KyoukaiWorker(Worker):
         """
         uri = self._app_uri()
         if uri.endswith(_CONFIG_SUFFIXES):
-            self.asphalt_config = load_asphalt_config(uri)
+            config = load_asphalt_config(uri)
+            names = [listener.sock.getsockname() for listener in self.sockets]
+            config["component"] = apply_gunicorn_settings(
+                config["component"],
+                tls=self.gunicorn_tls(),
+                http2=self.gunicorn_http2(),
+                ports={name[1] for name in names if isinstance(name, tuple)},
+                single_socket=len(names) == 1,
+                source=uri,
+            )
+            self.asphalt_config = config
             policy_name = self.asphalt_config.get("event_loop_policy")
             if policy_name:
                 self.loop_factory = policies.resolve(policy_name)().new_event_loop
@@ -195,6 +358,7 @@ class KyoukaiWorker(Worker):
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            metrics.flush_observers()
         if status:
             sys.exit(status)
 
@@ -209,6 +373,10 @@ class KyoukaiWorker(Worker):
                     self.log.exception("The Kyoukai worker could not start its components.")
                     return Arbiter.WORKER_BOOT_ERROR
                 self.served = self.served or list(KyoukaiBaseComponent.running)
+                mismatch = self._served_unlike_announced()
+                if mismatch is not None:
+                    self.log.error("%s", mismatch)
+                    return Arbiter.WORKER_BOOT_ERROR
                 self._check_config()
                 await self._run_until_stopped()
                 # Leaving the context runs each component's graceful stop.
@@ -234,9 +402,10 @@ class KyoukaiWorker(Worker):
         """The config of the :class:`~.KyoukaiComponent` serving ``app``: its config and gunicorn's settings."""
         cfg = self.cfg
         options: dict[str, Any] = dict(app.config)
-        options["http2"] = "h2" in (cfg.http_protocols or ())
-        if cfg.is_ssl:
-            options["ssl"] = {"enabled": True, "ssl_certfile": cfg.certfile, "ssl_keyfile": cfg.keyfile}
+        options["http2"] = self.gunicorn_http2()
+        tls = self.gunicorn_tls()
+        if tls is not None:
+            options["ssl"] = {"enabled": True, "ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
         graceful = float(cfg.graceful_timeout)
         options["shutdown_timeout"] = max(graceful - 1.0, graceful / 2, 0.1)
         options.setdefault("forwarded_allow_ips", list(cfg.forwarded_allow_ips))
@@ -264,6 +433,26 @@ class KyoukaiWorker(Worker):
         elif config is None:
             # gunicorn without --access-logfile logs no requests.
             access.setLevel(logging.WARNING)
+
+    def _served_unlike_announced(self) -> str | None:
+        """
+        Why a component serving one of gunicorn's sockets does not serve what gunicorn announced
+        (https, h2), or ``None``. This catches the components the config did not let the worker
+        set up: ones added in code, or not on gunicorn's port.
+        """
+        tls, http2 = self.gunicorn_tls() is not None, self.gunicorn_http2()
+        gunicorn_fds = {listener.sock.fileno() for listener in self.sockets}
+        for component in self.served:
+            server = component.server
+            if server is None or not {sock.fileno() for sock in server.sockets} & gunicorn_fds:
+                continue
+            where = f"The Kyoukai component serving gunicorn's socket {_describe(server.sockets[0])}"
+            fix = "give it gunicorn's port in the config so that the worker sets it up, or set it up in its own config"
+            if tls and not _serves_tls(component):
+                return f"{where} serves cleartext, but gunicorn was given --certfile and announces https: {fix}."
+            if http2 and isinstance(component, KyoukaiComponent) and not component.http2:
+                return f"{where} has http2 off, but gunicorn's --http-protocols includes h2: {fix}."
+        return None
 
     def _check_config(self) -> None:
         """Warn about sockets no component took, and drains gunicorn would cut short."""
@@ -311,6 +500,12 @@ class KyoukaiWorker(Worker):
             await asyncio.sleep(interval)
 
 
-def _describe(sock: socket.socket) -> str:
+def _serves_tls(component: KyoukaiBaseComponent) -> bool:
+    if isinstance(component, KyoukaiComponent):
+        return component.ssl_enabled
+    return bool(getattr(component, "ssl_certfile", None))
+
+
+def _describe(sock: Any) -> str:
     name = sock.getsockname()
     return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)

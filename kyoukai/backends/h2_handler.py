@@ -13,6 +13,8 @@ from typing import Any
 from h2.errors import ErrorCodes
 from werkzeug.exceptions import InternalServerError
 
+from kyoukai.accesslog import START_KEY
+from kyoukai.metrics import Metrics
 from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
 from kyoukai.protocol.h2.connection import H2ServerConnection, response_block
 from kyoukai.wsgi import prepared_response
@@ -33,6 +35,7 @@ class StreamHandling:
 
     core: H2ServerConnection
     app: Any
+    metrics: Metrics
     parent_context: Any
     _closed: bool
     _schedule_flush: Callable[[], None]
@@ -106,6 +109,7 @@ class StreamHandling:
                 await parts.stream.aclose()
             raise StreamClosed
         state.headers_sent = True
+        self.metrics.response_started("HTTP/2", parts.status, state.environ.get(START_KEY))
         self._schedule_flush()
         if not whole:
             state._response_body = parts.stream if parts.stream is not None else parts.body

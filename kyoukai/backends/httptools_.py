@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from werkzeug.exceptions import BadRequest, InternalServerError, default_exceptions
 
+from kyoukai.accesslog import START_KEY
 from kyoukai.backends.transport import DeadlineTimer, abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.protocol import events as ev
@@ -270,6 +271,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         try:
             while (item := core.next_answer()) is not None:
                 if isinstance(item, Rejection):
+                    self.metrics.response_started(f"HTTP/{item.version}", item.status, None)
                     self._write_final(core.rejection_response(item))
                     return
                 keep_alive = await self._answer(item)
@@ -332,6 +334,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             return False
         metrics = self.metrics
         metrics.requests += 1
+        metrics.response_started(environ["SERVER_PROTOCOL"], parts.status, environ.get(START_KEY))
         if parts.body is not None:
             if len(parts.body) < 65536:
                 transport.write(head + parts.body)
