@@ -21,6 +21,7 @@ from kyoukai.context import HTTPRequestContext
 from kyoukai.proxy import TrustedProxies, apply_forwarded
 from kyoukai.util import SERVER_TOKEN, InvalidReturnValue
 from kyoukai.version import __version__ as __version__  # where Kyoukai 2.2 had it
+from kyoukai.websocket import invoke_websocket_route
 from kyoukai.wsgi import PREPARED_KEY, ResponseParts, prepare_response
 
 logger = logging.getLogger("kyoukai")
@@ -37,6 +38,7 @@ _ROOT_FORWARDED = frozenset(
         "after_request",
         "add_hook",
         "add_route_group",
+        "websocket",
         "add_static",
     }
 )
@@ -53,8 +55,8 @@ class Kyoukai:
         ``response_class``, ``context_class``; anything else is kept in :attr:`config`.
 
     ``route``, ``errorhandler``, ``add_errorhandler``, ``add_route``, ``wrap_route``,
-    ``url_for``, ``before_request``, ``after_request``, ``add_hook``, ``add_route_group`` and
-    ``add_static`` are those of the root blueprint.
+    ``url_for``, ``before_request``, ``after_request``, ``add_hook``, ``add_route_group``,
+    ``add_static`` and ``websocket`` are those of the root blueprint.
     """
 
     #: The request class (a :class:`werkzeug.wrappers.Request` subclass).
@@ -251,12 +253,16 @@ class Kyoukai:
         try:
             if request.method == "OPTIONS" and "OPTIONS" not in (rule.methods or ()):
                 return self._options_response(rule.methods)
-            if not route.stream_body:
-                stream = environ["wsgi.input"]
-                if isinstance(stream, RequestBody):
-                    await stream.read_all()
-            ctx.emit("route_invoked")
-            result = await route.invoke(ctx, params=params)
+            if route.websocket:
+                ctx.emit("route_invoked")
+                result = await invoke_websocket_route(ctx, route, params)
+            else:
+                if not route.stream_body:
+                    stream = environ["wsgi.input"]
+                    if isinstance(stream, RequestBody):
+                        await stream.read_all()
+                ctx.emit("route_invoked")
+                result = await route.invoke(ctx, params=params)
         except InvalidReturnValue as e:
             logger.error("%s; sending 500 instead.", str(e)[0].upper() + str(e)[1:])
             return await self.handle_httpexception(ctx, InternalServerError(original_exception=e), environ)

@@ -198,6 +198,14 @@ class Blueprint:
 
         return inner
 
+    def websocket(self, routing_url: str, **kwargs: Any) -> Callable:
+        """
+        Decorator registering a WebSocket handler under ``routing_url``: it gets the
+        WebSocket as ``ctx.websocket`` (a :class:`~kyoukai.websocket.WebSocket`), over HTTP/1.1
+        and HTTP/2 alike. Keyword arguments go to :class:`~.Route`.
+        """
+        return self.route(routing_url, methods=("GET",), websocket=True, **kwargs)
+
     def add_static(
         self,
         prefix: str,

@@ -49,6 +49,8 @@ class HTTPRequestContext(Context):
         self.environ: dict[str, Any] = request.environ
         #: The protocol object serving the connection (HTTP/1.1 or HTTP/2), if any.
         self.proto: Any = request.environ.get("kyoukai.protocol")
+        #: The :class:`~kyoukai.websocket.WebSocket` of a WebSocket route's request.
+        self.websocket: Any = None
 
     def emit(self, signal_name: str, **kwargs: Any) -> None:
         """

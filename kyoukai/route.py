@@ -58,6 +58,8 @@ class Route:
     :param endpoint: the endpoint name; defaults to ``"<blueprint name>.<function name>"``.
     :param stream_body: the handler reads the request body itself as it arrives
         (``await ctx.request.stream.read_async(...)``) instead of getting it complete.
+    :param websocket: the handler serves WebSockets (``ctx.websocket``); its rules match only
+        WebSocket handshakes (see :meth:`.Blueprint.websocket`).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Route:
         do_argument_checking: bool = True,
         endpoint: str | None = None,
         stream_body: bool = False,
+        websocket: bool = False,
     ) -> None:
         self._callable = function
         self.reverse_hooks = reverse_hooks
@@ -76,6 +79,7 @@ class Route:
         self.do_argument_checking = do_argument_checking
         self.endpoint = endpoint
         self.stream_body = stream_body
+        self.websocket = websocket
         #: ``(url, methods)`` pairs this route is registered under.
         self.routes: list[tuple[str, tuple[str, ...]]] = []
         #: The :class:`~.Blueprint` owning this route.
@@ -109,7 +113,11 @@ class Route:
     def get_rules(self, host: str | None = None) -> list[Rule]:
         """The werkzeug rules of this route, one per registered URL."""
         endpoint = self.get_endpoint_name()
-        return [Rule(url, methods=methods, endpoint=endpoint, host=host) for url, methods in self.routes]
+        websocket = self.websocket
+        return [
+            Rule(url, methods=methods, endpoint=endpoint, host=host, websocket=websocket)
+            for url, methods in self.routes
+        ]
 
     def check_route_args(self, params: Iterable[str] | None = None) -> None:
         """

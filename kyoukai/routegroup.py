@@ -68,6 +68,11 @@ def route(url: str, methods: Iterable[str] = DEFAULT_METHODS, **kwargs: Any) -> 
     return inner
 
 
+def websocket(url: str, **kwargs: Any) -> Callable:
+    """Mark a method as a WebSocket route of its group; arguments as :meth:`.Blueprint.websocket`."""
+    return route(url, methods=("GET",), websocket=True, **kwargs)
+
+
 def errorhandler(startcode: int, endcode: int | None = None, step: int | None = None) -> Callable:
     """Mark a method as the group's error handler for a code or a range of codes."""
 

@@ -47,3 +47,6 @@ class WebSocketSettings:
     ws_fragment_grace: int = 64
     #: See ``ws_fragment_grace``.
     ws_min_fragment_size: int = 256
+    #: Agree to permessage-deflate (RFC 7692) when the client offers it, as browsers do; the
+    #: inflated size of a message is bounded by ``ws_max_message_size`` all the same.
+    ws_compression: bool = True
