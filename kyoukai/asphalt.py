@@ -170,7 +170,7 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         return "HTTP/1.1"
 
     def _take_inherited_sockets(self) -> list[socket.socket]:
-        """The inherited sockets bound to this component's port (all of them if it has port 0)."""
+        """The inherited sockets bound to this component's port (the only one, if just one was inherited)."""
         inherited = KyoukaiBaseComponent.inherited_sockets
         mine = [s for s in inherited if s.getsockname()[1] == self.port]
         if not mine and len(inherited) == 1:
@@ -188,6 +188,14 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
             return
         servers, self._servers, self.server = self._servers, [], None
         KyoukaiBaseComponent.running.discard(self)
+        # Stop accepting first, then let the connections accepted already get their transports:
+        # asyncio (3.11) drops one whose transport is made after Server.close(), leaving its
+        # client hanging on a socket nobody serves.
+        loop = asyncio.get_running_loop()
+        for server in servers:
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0)
         for server in servers:
             server.close()
         self._all_closed = asyncio.Event()

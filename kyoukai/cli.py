@@ -27,21 +27,18 @@ from types import TracebackType
 from typing import Any
 
 from asphalt.core import Component, Context, run_application
-from asphalt.core.cli import binary_file_constructor, env_constructor, text_file_constructor
 from asphalt.core.component import component_types
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from kyoukai import reload
 from kyoukai.app import Kyoukai
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent
+from kyoukai.asphalt_config import ConfigError, load_asphalt_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4444
 #: The options that describe the server (with ``--config``: of the file's only ``kyoukai`` component).
 SERVER_OPTIONS = ("host", "port", "http2", "certfile", "keyfile", "dev_cert")
 #: The top-level keys of an asphalt configuration that ``run_application`` takes.
-RUNNER_KEYS = ("logging", "event_loop_policy", "max_threads", "start_timeout")
 
 #: The console logging when the configuration gives none: INFO and up, on stderr.
 CONSOLE_LOGGING: dict[str, Any] = {
@@ -246,34 +243,11 @@ def component_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_config(path: str) -> dict[str, Any]:
-    """
-    Read an asphalt configuration file as ``asphalt run`` does (the ``!Env``, ``!TextFile`` and
-    ``!BinaryFile`` tags; a ``services`` section, picked by ``ASPHALT_SERVICE`` or its only or
-    ``default`` service) and return the ``run_application`` keyword arguments.
-    """
-    yaml = YAML(typ="safe")
-    yaml.constructor.add_constructor("!Env", env_constructor)
-    yaml.constructor.add_constructor("!TextFile", text_file_constructor)
-    yaml.constructor.add_constructor("!BinaryFile", binary_file_constructor)
+    """The ``run_application`` keyword arguments of the asphalt configuration file ``path``."""
     try:
-        config = yaml.load(Path(path))
-    except (OSError, YAMLError) as e:
-        raise CommandError(f"--config {path}: {e}") from None
-    if not isinstance(config, dict):
-        raise CommandError(f"--config {path}: the document root must be a mapping")
-    services = dict(config.pop("services", None) or {})
-    if "component" in config:
-        services.setdefault("default", {"component": config.pop("component")})
-    name = os.getenv("ASPHALT_SERVICE") or (next(iter(services)) if len(services) == 1 else "default")
-    if name not in services:
-        raise CommandError(f"--config {path}: no service {name!r} and no top-level 'component'")
-    merged = {**config, **services[name]}
-    unknown = sorted(set(merged) - {"component", *RUNNER_KEYS})
-    if unknown:
-        raise CommandError(f"--config {path}: unknown top-level key(s) {', '.join(unknown)}")
-    if not isinstance(merged.get("component"), dict):
-        raise CommandError(f"--config {path}: the service {name!r} has no 'component' mapping")
-    return merged
+        return load_asphalt_config(path)
+    except ConfigError as e:
+        raise CommandError(f"--config {e}") from None
 
 
 def kyoukai_configs(config: dict[str, Any], alias: str | None = None) -> Iterator[dict[str, Any]]:

@@ -53,11 +53,9 @@ import signal
 import ssl
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NoReturn
 
 from asphalt.core import Context
-from asphalt.core.cli import binary_file_constructor, env_constructor, text_file_constructor
 from asphalt.core.component import Component, component_types
 from asphalt.core.runner import policies
 
@@ -69,11 +67,11 @@ except ImportError as e:
     raise ImportError(
         f"kyoukai.backends.gunicorn needs gunicorn 25 or newer ({e}): pip install 'Kyoukai[gunicorn]'"
     ) from e
-from ruamel.yaml import YAML
 
 from kyoukai import metrics
 from kyoukai.app import Kyoukai
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent, resolve_app_reference
+from kyoukai.asphalt_config import ConfigError, load_asphalt_config
 from kyoukai.backends.http2 import H2KyoukaiComponent
 
 _CONFIG_SUFFIXES = (".yml", ".yaml")
@@ -83,30 +81,12 @@ WORKER_CLASS = "kyoukai.backends.gunicorn.KyoukaiWorker"
 _DEFAULT_PORT = 4444
 
 
-def load_asphalt_config(path: str) -> dict[str, Any]:
-    """
-    Read an asphalt configuration file as ``asphalt run`` does (the ``!Env``, ``!TextFile`` and
-    ``!BinaryFile`` tags; a ``services`` section, picked by ``ASPHALT_SERVICE`` or its
-    ``default``) and return the ``run_application`` keyword arguments.
-    """
-    yaml = YAML(typ="safe")
-    yaml.constructor.add_constructor("!Env", env_constructor)
-    yaml.constructor.add_constructor("!TextFile", text_file_constructor)
-    yaml.constructor.add_constructor("!BinaryFile", binary_file_constructor)
-    config = yaml.load(Path(path))
-    if not isinstance(config, dict):
-        raise AppImportError(f"{path}: the document root element must be a mapping")
-    services = dict(config.pop("services", None) or {})
-    if "component" in config:
-        services.setdefault("default", {"component": config.pop("component")})
-    name = os.getenv("ASPHALT_SERVICE") or (next(iter(services)) if len(services) == 1 else "default")
-    if name not in services:
-        raise AppImportError(f"{path}: no service {name!r} (and no top-level 'component')")
-    service = services[name]
-    merged = {**config, **service}
-    if "component" not in merged:
-        raise AppImportError(f"{path}: the service {name!r} has no 'component'")
-    return merged
+def load_config(path: str) -> dict[str, Any]:
+    """The ``run_application`` keyword arguments of the asphalt configuration file ``path``."""
+    try:
+        return load_asphalt_config(path)
+    except ConfigError as e:
+        raise AppImportError(str(e)) from None
 
 
 GunicornTLS = tuple[str, str | None]
@@ -306,7 +286,7 @@ class KyoukaiWorker(Worker):
         """
         uri = self._app_uri()
         if uri.endswith(_CONFIG_SUFFIXES):
-            config = load_asphalt_config(uri)
+            config = load_config(uri)
             names = [listener.sock.getsockname() for listener in self.sockets]
             config["component"] = apply_gunicorn_settings(
                 config["component"],
