@@ -10,6 +10,7 @@ from kyoukai.route import Route
 from kyoukai.routegroup import RouteGroup
 from kyoukai.testing import TestKyoukai
 from kyoukai.version import __version__
+from kyoukai.websocket import WebSocket, WebSocketDisconnect
 
 __all__ = [
     "Blueprint",
@@ -20,5 +21,7 @@ __all__ = [
     "Route",
     "RouteGroup",
     "TestKyoukai",
+    "WebSocket",
+    "WebSocketDisconnect",
     "__version__",
 ]
