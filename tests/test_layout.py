@@ -99,3 +99,8 @@ class TestH2Version:
     def test_setup_allows_exactly_the_tested_range(self) -> None:
         setup = (ROOT / "setup.py").read_text()
         assert '"h2>=4.1,<4.5"' in setup
+
+
+def test_the_package_ships_its_type_hints() -> None:
+    assert (PACKAGE / "py.typed").is_file()
+    assert 'package_data={"kyoukai": ["py.typed"]}' in (ROOT / "setup.py").read_text()
