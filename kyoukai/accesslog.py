@@ -91,7 +91,8 @@ FIELDS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "user": lambda e, s: e.get("REMOTE_USER") or "-",
     "time": lambda e, s: _clf_time(),
     "time_iso": lambda e, s: datetime.now().astimezone().isoformat(timespec="milliseconds"),
-    "method": lambda e, s: e.get("REQUEST_METHOD") or "-",
+    # (An HTTP/2 extended CONNECT is routed as a GET: the method sent is logged.)
+    "method": lambda e, s: e.get("kyoukai.method") or e.get("REQUEST_METHOD") or "-",
     "path": lambda e, s: _path(e),
     "query": lambda e, s: e.get("QUERY_STRING") or "-",
     "protocol": lambda e, s: e.get("SERVER_PROTOCOL") or "-",

@@ -17,6 +17,13 @@ HOOK_TYPES = ("pre", "post")
 DEFAULT_METHODS = ("GET", "HEAD")
 
 
+class _Rule(Rule):
+    """werkzeug's Rule whose copies (a blueprint's ``Submount`` makes one per rule) keep ``websocket``."""
+
+    def get_empty_kwargs(self) -> Mapping[str, Any]:
+        return {**super().get_empty_kwargs(), "websocket": self.websocket}
+
+
 class RouteOwner(Protocol):
     """What a route uses of the :class:`~.Blueprint` it is registered on."""
 
@@ -115,7 +122,7 @@ class Route:
         endpoint = self.get_endpoint_name()
         websocket = self.websocket
         return [
-            Rule(url, methods=methods, endpoint=endpoint, host=host, websocket=websocket)
+            _Rule(url, methods=methods, endpoint=endpoint, host=host, websocket=websocket)
             for url, methods in self.routes
         ]
 

@@ -1,6 +1,8 @@
 """
 Every limit and timeout of the server, with its default, in one place. Both backends read
 their limits from a :class:`ServerSettings`; the components build it from their config keys.
+The WebSocket limits (the ``ws_*`` keys) are those of
+:class:`~kyoukai.protocol.ws.settings.WebSocketSettings`, which the settings include.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ import dataclasses
 import difflib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
+
+from kyoukai.protocol.ws.settings import WebSocketSettings
 
 logger = logging.getLogger("kyoukai")
 
@@ -18,8 +23,11 @@ MiB = 1024 * KiB
 
 
 @dataclass(frozen=True)
-class ServerSettings:
-    """Limits and timeouts; each field is a config key of the components."""
+class ServerSettings(WebSocketSettings):
+    """
+    Limits and timeouts; each field is a config key of the components. The ``ws_*`` fields
+    are inherited from :class:`~kyoukai.protocol.ws.settings.WebSocketSettings` (see there).
+    """
 
     #: Largest request head in bytes (HTTP/1.1 request line and headers: 431 past it) and the
     #: advertised ``SETTINGS_MAX_HEADER_LIST_SIZE`` of HTTP/2.
@@ -77,13 +85,21 @@ class ServerSettings:
     #: the stream (HTTP/2) or connection (HTTP/1.1) is dropped.
     send_timeout: float = 30.0
 
+    @cached_property
+    def websocket(self) -> WebSocketSettings:
+        """The ``ws_*`` settings alone, as the WebSocket core takes them."""
+        return WebSocketSettings(
+            **{field.name: getattr(self, field.name) for field in dataclasses.fields(WebSocketSettings)}
+        )
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ServerSettings:
         """
         Take the keys of ``config`` that are settings, check them and build the settings.
 
         :raises ValueError: naming the key and the value when a value is not a positive number
-            (or outside the range HTTP/2 allows).
+            (or outside the range HTTP/2 allows; ``null`` or 0 turns off ``ws_ping_interval``
+            and ``ws_idle_timeout``), or a switch such as ``ws_compression`` is not a boolean.
         """
         values: dict[str, Any] = {}
         names = [field.name for field in dataclasses.fields(cls)]
@@ -96,6 +112,14 @@ class ServerSettings:
             if field.name not in config:
                 continue
             value = config[field.name]
+            if field.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"config key {field.name!r} must be true or false, not {value!r}")
+                values[field.name] = value
+                continue
+            if field.type == "float | None" and (value is None or (value == 0 and not isinstance(value, bool))):
+                values[field.name] = None  # the timer is off
+                continue
             kind = int if field.type in ("int", int) else float
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"config key {field.name!r} must be a positive number, not {value!r}")

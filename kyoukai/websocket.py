@@ -116,6 +116,9 @@ class WebSocket:
         self._reading_paused = False
         #: Set by :meth:`close` before accepting: the handshake is refused with 403.
         self.refused = False
+        bind = getattr(channel, "bind", None)
+        if bind is not None:
+            bind(self)
 
     @property
     def accepted(self) -> bool:
@@ -311,8 +314,9 @@ async def invoke_websocket_route(ctx: HTTPRequestContext, route: Route, params: 
         return _plain(400, "This server cannot open a WebSocket for this request.")
     offer = channel.offer
     if isinstance(offer, HandshakeRejection):
-        logger.info("WebSocket handshake for %s refused: %s.", ctx.environ["PATH_INFO"], offer.reason)
-        return _plain(offer.status, offer.reason[:1].upper() + offer.reason[1:] + ".", offer.headers)
+        # (The reasons are sentences already.)
+        logger.info("WebSocket handshake for %s refused: %s", ctx.environ["PATH_INFO"], offer.reason)
+        return _plain(offer.status, offer.reason, offer.headers)
     websocket = ctx.websocket = WebSocket(channel)
     accepted_status = 200 if offer.http2 else 101
     try:

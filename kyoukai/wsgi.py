@@ -139,6 +139,12 @@ def to_wsgi_environment(
     return environ
 
 
+#: Environ keys of an HTTP/2 extended CONNECT (see :func:`environ_from_h2`): the method sent
+#: (``CONNECT``, where ``REQUEST_METHOD`` says ``GET``) and the ``:protocol``.
+H2_METHOD_KEY = "kyoukai.method"
+H2_PROTOCOL_KEY = "kyoukai.websocket.protocol"
+
+
 def environ_from_h2(
     headers: Iterable[tuple[bytes, bytes]],
     body: Any,
@@ -147,8 +153,16 @@ def environ_from_h2(
     peer: tuple[str, int] | None,
     protocol: Any,
 ) -> dict[str, Any]:
-    """The environ of an HTTP/2 request head (pseudo-headers first, as h2 gives them)."""
+    """
+    The environ of an HTTP/2 request head (pseudo-headers first, as h2 gives them).
+
+    An extended CONNECT (RFC 8441) is described as the HTTP/1.1 handshake it stands for, so
+    that it is routed to the WebSocket rule of its path: ``GET`` with ``Upgrade`` (the
+    ``:protocol``) and ``Connection: upgrade``. The method sent is kept under
+    :data:`H2_METHOD_KEY` and the protocol under :data:`H2_PROTOCOL_KEY`.
+    """
     method = path = authority = ""
+    tunnel = None
     regular: list[tuple[str, str]] = []
     for name, value in headers:
         if name[:1] == b":":
@@ -160,11 +174,16 @@ def environ_from_h2(
                 authority = value.decode("latin-1")
             elif name == b":scheme":
                 scheme = value.decode("ascii")
+            elif name == b":protocol":
+                tunnel = value.decode("latin-1")
         else:
             regular.append((name.decode("latin-1"), value.decode("latin-1")))
-    return to_wsgi_environment(
+    if tunnel is not None:
+        # (HTTP/2 forbids both fields in a request, so these are the only ones.)
+        regular += [("upgrade", tunnel), ("connection", "upgrade")]
+    environ = to_wsgi_environment(
         regular,
-        method,
+        "GET" if tunnel is not None else method,
         path,
         "2",
         body,
@@ -174,6 +193,10 @@ def environ_from_h2(
         protocol=protocol,
         authority=authority or None,
     )
+    if tunnel is not None:
+        environ[H2_METHOD_KEY] = method
+        environ[H2_PROTOCOL_KEY] = tunnel
+    return environ
 
 
 def h2_headers_of_upgrade(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:

@@ -7,8 +7,9 @@ credit for response bodies is returned only when ``auto_ack`` is on (half a wind
 as h2 does) or when a test sends WINDOW_UPDATE itself. Unlike h2's client it keeps parsing
 after a GOAWAY, which the graceful shutdown tests need.
 
-Also here: a server that a test can stop while it keeps its socket, and small helpers to look
-at the server's state from the test thread.
+Also here: :class:`H2WebSocket`, a WebSocket over one extended CONNECT stream (RFC 8441) with
+wsproto's client-side framing; a server that a test can stop while it keeps its socket, and
+small helpers to look at the server's state from the test thread.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hpack
+import wsproto.events as wse
 from conftest import RunningServer
 from hyperframe.frame import (
     ContinuationFrame,
@@ -38,6 +40,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from wsproto.connection import Connection, ConnectionType
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DEFAULT_WINDOW = 65535
@@ -119,8 +122,9 @@ class H2Client:
         self.settings = {SettingsFrame.ENABLE_PUSH: 0, **(settings or {})}
         self.auto_ack = auto_ack
         self.auto_ping_ack = auto_ping_ack
-        #: The opaque data of the PINGs received (not ACKs).
+        #: The opaque data of the PINGs received (not ACKs), and of the ACKs of ours.
         self.pings_received: list[bytes] = []
+        self.ping_acks: list[bytes] = []
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.streams: dict[int, Stream] = {}
@@ -323,7 +327,9 @@ class H2Client:
                 stream.send_window += delta
             self.send(SettingsFrame(0, flags=["ACK"]))
         elif isinstance(frame, PingFrame):
-            if "ACK" not in frame.flags:
+            if "ACK" in frame.flags:
+                self.ping_acks.append(frame.opaque_data)
+            else:
                 self.pings_received.append(frame.opaque_data)
                 if self.auto_ping_ack:
                     self.send(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
@@ -421,6 +427,12 @@ class H2Client:
             if frame is None and not condition():
                 raise AssertionError(f"connection closed; frames so far: {self.describe_frames()}")
 
+    def sync(self, timeout: float | None = None) -> None:
+        """A PING round trip: every frame the server sent before its ACK has been read."""
+        data = len(self.ping_acks).to_bytes(8, "big")
+        self.send(PingFrame(0, opaque_data=data))
+        self.read_until(lambda: data in self.ping_acks, timeout)
+
     def wait_ready(self, timeout: float | None = None) -> None:
         """Wait for the server's SETTINGS and its ACK of ours (its opening frames are in by then)."""
         self.read_until(lambda: bool(self.remote_settings) and self.settings_acks > 0, timeout)
@@ -474,6 +486,94 @@ class H2Client:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+class H2WebSocket:
+    """
+    A WebSocket over an extended CONNECT stream of ``client`` (RFC 8441): the CONNECT goes out
+    at once; :meth:`opened` waits for the answer. Frames are wsproto's, masked as a client's,
+    carried in DATA frames within the server's windows.
+
+    :param client: the HTTP/2 connection.
+    :param path: the ``:path``.
+    :param subprotocols: offered in ``sec-websocket-protocol``.
+    :param headers: more request fields.
+    """
+
+    def __init__(
+        self,
+        client: H2Client,
+        path: str = "/ws",
+        *,
+        subprotocols: Iterable[str] = (),
+        headers: Iterable[tuple[str, str]] = (),
+        scheme: str = "http",
+    ) -> None:
+        self.client = client
+        fields = [(":protocol", "websocket"), ("sec-websocket-version", "13")]
+        if subprotocols:
+            fields.append(("sec-websocket-protocol", ", ".join(subprotocols)))
+        self.stream_id = client.request(path, "CONNECT", [*fields, *headers], end_stream=False, scheme=scheme)
+        self.stream = client.streams[self.stream_id]
+        self.ws = Connection(ConnectionType.CLIENT)
+        self._read = 0
+        self._pending: list[Any] = []
+        self._text: list[str] = []
+        self._binary: list[bytes] = []
+
+    def opened(self) -> Stream:
+        """Wait for the answer to the CONNECT (its status in ``stream.status``)."""
+        self.client.read_until(lambda: self.stream.status is not None or self.stream.done)
+        return self.stream
+
+    def send(self, message: str | bytes, *, end_stream: bool = False) -> None:
+        """Send a message (waiting for window as needed)."""
+        event = wse.TextMessage(data=message) if isinstance(message, str) else wse.BytesMessage(data=message)
+        self.send_raw(self.ws.send(event), end_stream=end_stream)
+
+    def send_raw(self, data: bytes, *, end_stream: bool = False) -> None:
+        self.client.send_body(self.stream_id, data, end_stream=end_stream)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a Close."""
+        self.send_raw(self.ws.send(wse.CloseConnection(code=code, reason=reason)))
+
+    def _events(self) -> list[Any]:
+        stream = self.stream
+        if len(stream.data) > self._read:
+            self.ws.receive_data(bytes(stream.data[self._read :]))
+            self._read = len(stream.data)
+        for event in self.ws.events():
+            if isinstance(event, wse.TextMessage):
+                self._text.append(event.data)
+                if event.message_finished:
+                    self._pending.append("".join(self._text))
+                    self._text = []
+            elif isinstance(event, wse.BytesMessage):
+                self._binary.append(event.data)
+                if event.message_finished:
+                    self._pending.append(b"".join(self._binary))
+                    self._binary = []
+            elif isinstance(event, wse.Ping):
+                self.send_raw(self.ws.send(event.response()))
+            elif isinstance(event, wse.CloseConnection):
+                self._pending.append(event)
+        return self._pending
+
+    def receive(self, timeout: float | None = None) -> str | bytes | wse.CloseConnection:
+        """The next message, or the server's Close (answered)."""
+        self.client.read_until(lambda: bool(self._events()) or self.stream.done, timeout)
+        if not self._pending:
+            raise AssertionError(f"stream ended with no message (reset code {self.stream.reset_code})")
+        event = self._pending.pop(0)
+        if isinstance(event, wse.CloseConnection) and self.ws.state.name == "REMOTE_CLOSING":
+            self.send_raw(self.ws.send(event.response()))
+        return event
+
+    def wait_ended(self, timeout: float | None = None) -> Stream:
+        """Wait for the server's END_STREAM or RST_STREAM."""
+        self.client.read_until(lambda: self.stream.done, timeout)
+        return self.stream
 
 
 def parse_frames(data: bytes) -> list[Frame]:

@@ -106,6 +106,8 @@ class TestSamples:
             "static",
             "recipes",
             "cli",
+            "websocket",
+            "chat",
         ):
             assert any(p.is_relative_to(EXAMPLES / folder) for p in used), f"examples/{folder} is not in the docs"
 

@@ -1,6 +1,8 @@
 """
-The app's side of an HTTP/2 connection: each stream's handler task, and its response handed
-to the protocol core piece by piece (the next piece is asked of the app once the last is out).
+The app's side of an HTTP/2 connection: each stream's environ and handler task, and its
+response handed to the protocol core piece by piece (the next piece is asked of the app once
+the last is out); a WebSocket stream's frames go through its channel
+(:mod:`kyoukai.backends.h2_websocket`) instead.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from werkzeug.exceptions import InternalServerError
 
 from kyoukai.accesslog import START_KEY
 from kyoukai.metrics import Metrics
+from kyoukai.protocol import events as ev
 from kyoukai.protocol.fields import InvalidFieldError, check_informational_status, checked_names
 from kyoukai.protocol.h2.connection import H2ServerConnection, response_block
-from kyoukai.wsgi import prepared_response
+from kyoukai.wsgi import environ_from_h2, prepared_response
 
 logger = logging.getLogger("kyoukai.http2")
 
@@ -37,6 +40,9 @@ class StreamHandling:
     app: Any
     metrics: Metrics
     parent_context: Any
+    scheme: str
+    server_address: tuple[str, int] | None
+    peer: tuple[str, int] | None
     _closed: bool
     _schedule_flush: Callable[[], None]
     _state: Callable[[int], Any]
@@ -46,7 +52,12 @@ class StreamHandling:
         try:
             request = self.app.request_class(environ)
             response = await self.app.process_request(request, self.parent_context)
-            await self._send_response(state, response)
+            if state.channel is not None and state.channel.opened:
+                # The WebSocket's 200 went out and its end was sent: this response (which
+                # says 200 too) is only for the log.
+                response.close()
+            else:
+                await self._send_response(state, response)
         except StreamClosed:
             pass
         except asyncio.CancelledError:
@@ -89,6 +100,22 @@ class StreamHandling:
         if not self._closed:
             self.core.finish(stream_id)
             self._schedule_flush()
+
+    def build_environ(self, headers: list[tuple[bytes, bytes]], body: Any) -> dict[str, Any]:
+        """The WSGI environ of a request head received on this connection."""
+        return environ_from_h2(headers, body, self.scheme, self.server_address, self.peer, self)
+
+    def stream_reset(self, event: ev.StreamClosed) -> None:
+        """The stream is gone: stop its handler (a WebSocket's learns it first) and free its state."""
+        state: Any = event.app_state
+        if getattr(state, "protocol", None) is not self:
+            return
+        state.abort()
+        state.close()
+        if state.channel is not None:
+            state.channel.stream_gone()
+        elif state.task is not None:
+            state.task.cancel()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Return ``size`` bytes of flow-control credit (the app consumed them)."""

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from kyoukai.asphalt import KyoukaiBaseComponent
 from kyoukai.backends.h2_handler import StreamHandling
+from kyoukai.backends.h2_websocket import H2WebSocketChannel, close_websockets
 from kyoukai.backends.transport import DeadlineTimer, abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.protocol import events as ev
 from kyoukai.protocol.h2.connection import H2ServerConnection, response_block
 from kyoukai.tls import create_server_context, negotiated_protocol
-from kyoukai.wsgi import environ_from_h2, h2_headers_of_upgrade
+from kyoukai.wsgi import H2_PROTOCOL_KEY, h2_headers_of_upgrade
 
 if TYPE_CHECKING:
     from asphalt.core import Context
@@ -32,7 +33,7 @@ logger = logging.getLogger("kyoukai.http2")
 class H2State(RequestBody):
     """
     One HTTP/2 stream as its handler sees it: the request (its environ, and its body as
-    ``wsgi.input``) and the response being sent.
+    ``wsgi.input``) and the response being sent; or a WebSocket (RFC 8441): see :attr:`channel`.
 
     :param headers: the request's header block, as ``(name, value)`` byte pairs.
     :param stream_id: the stream's id.
@@ -58,13 +59,28 @@ class H2State(RequestBody):
         self._response_headers: list[tuple[str, str]] = []
         self._response_body: Any = None
         self._sendable: asyncio.Future | None = None
+        #: The WebSocket of an extended CONNECT stream, where its DATA go (it has no request body).
+        self.channel: H2WebSocketChannel | None = None
+        if H2_PROTOCOL_KEY in self.environ:
+            super().feed_eof()
+            self.channel = H2WebSocketChannel(self)
 
     def _consumed(self, size: int) -> None:
         self.protocol.acknowledge(self.stream_id, size)
 
     def insert_data(self, data: bytes, wake: bool = True) -> None:
         """Add request body data received on the stream (see :meth:`feed` for ``wake``)."""
-        self.feed(data, wake)
+        if self.channel is not None:
+            self.channel.data_received(data)
+        else:
+            self.feed(data, wake)
+
+    def feed_eof(self) -> None:
+        """The client ended the request (on a WebSocket stream: its side of the WebSocket)."""
+        if self.channel is not None:
+            self.channel.peer_ended()
+        else:
+            super().feed_eof()
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         """The WSGI ``start_response`` callable: records the status and headers to send."""
@@ -257,12 +273,6 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         if state is not None:
             state.window_opened()
 
-    def stream_reset(self, event: ev.StreamClosed) -> None:
-        """The stream is gone: stop its handler and free its state."""
-        state = event.app_state
-        if isinstance(state, H2State):
-            self._release(state)
-
     def connection_ended(self, event: ev.ConnectionClosed) -> None:
         """The core ended the connection: write its last frames and close (or drop it)."""
         if self._closed:
@@ -273,17 +283,6 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
             return
         self._write(self.core.data_to_send())
         close_transport(self.transport, self.loop, self.settings.send_timeout)
-
-    @staticmethod
-    def _release(state: H2State) -> None:
-        state.abort()
-        state.close()
-        if state.task is not None:
-            state.task.cancel()
-
-    def build_environ(self, headers: list[tuple[bytes, bytes]], body: H2State) -> dict[str, Any]:
-        """The WSGI environ of a request head received on this connection."""
-        return environ_from_h2(headers, body, self.scheme, self.server_address, self.peer, self)
 
     # writing, timing and closing
 
@@ -342,6 +341,7 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         """Graceful shutdown: the two-step GOAWAY, the streams already opened finish, then close."""
         if not self._closed:
             self.core.start_drain()
+            close_websockets(self)
             self._flush()
 
     def abort(self) -> None:

@@ -8,7 +8,9 @@ a request head gets a :class:`~.RequestBody` as ``wsgi.input``, body data goes i
 rejection stops reading. A single task per connection answers the requests in the order the
 core gives them (so pipelined requests are answered in the order they came) and writes the
 bytes the core makes of each response, waiting while the transport is full; the shell pauses
-reading when the core says so and turns the core's next deadline into one timer. When
+reading when the core says so and turns the core's next deadline into one timer. A request
+that asks for a WebSocket gets an :class:`~.H11WebSocketChannel` in its environ; when its
+handler accepts, the ``101`` is written and the transport handed to that channel. When
 ``http2`` is on, a connection that negotiated ``h2`` by ALPN, starts with the HTTP/2 preface,
 or asks for ``Upgrade: h2c`` is handed to an HTTP/2 protocol object.
 """
@@ -16,6 +18,7 @@ or asks for ``Upgrade: h2c`` is handed to an HTTP/2 protocol object.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from werkzeug.exceptions import BadRequest, InternalServerError, default_exceptions
 
 from kyoukai.accesslog import START_KEY
+from kyoukai.backends.h11_websocket import H11WebSocketChannel
 from kyoukai.backends.transport import DeadlineTimer, abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.protocol import events as ev
@@ -30,6 +34,7 @@ from kyoukai.protocol.fields import InvalidFieldError
 from kyoukai.protocol.h11.connection import H11ServerConnection, chunk
 from kyoukai.protocol.h11.request import H11Request, Rejection
 from kyoukai.tls import negotiated_protocol
+from kyoukai.websocket import CHANNEL_KEY
 from kyoukai.wsgi import prepared_response
 
 if TYPE_CHECKING:
@@ -175,6 +180,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         )
         req.app_state = body
         req.environ["wsgi.input"] = body
+        if req.websocket is not None:
+            req.environ[CHANNEL_KEY] = H11WebSocketChannel(
+                req.websocket, settings.websocket, self.component, functools.partial(self._open_websocket, req)
+            )
         self._start_queue()
 
     def _request_data(self, event: ev.H11RequestData) -> None:
@@ -235,6 +244,32 @@ class KyoukaiProtocol(asyncio.Protocol):
             protocol.adopt(self.transport, data, upgrade=upgrade)
         if self._write_paused:
             protocol.pause_writing()
+
+    # the way to a WebSocket
+
+    def _open_websocket(
+        self, req: H11Request, channel: H11WebSocketChannel, status: int, headers: list[tuple[str, str]]
+    ) -> None:
+        """The handler of ``req`` accepts its WebSocket: write the head and hand the connection to ``channel``."""
+        core = self.core
+        transport = self.transport
+        if core.closed or transport.is_closing():
+            # The client went away while the handler decided: the WebSocket is over already.
+            channel.connection_lost(None)
+            return
+        head, data = core.accept_websocket(req, status, headers)
+        self._handed_over = True
+        self._timer.cancel()
+        metrics = self.metrics
+        metrics.requests += 1
+        metrics.response_started(req.environ["SERVER_PROTOCOL"], status, req.environ.get(START_KEY))
+        metrics.bytes_out += len(head)
+        transport.write(head)
+        transport.set_protocol(channel)
+        self.component.connection_handed_over(self, channel)
+        channel.adopt(transport, data, write_paused=self._write_paused, reading_paused=self._reading_paused)
+        if core.shutting_down:
+            channel.shutdown()
 
     # reading and timing
 
@@ -302,6 +337,10 @@ class KyoukaiProtocol(asyncio.Protocol):
                 "Processing %s %s failed outside the route.", environ["REQUEST_METHOD"], environ["PATH_INFO"]
             )
             response = InternalServerError().get_response(environ)
+        if req.websocket is not None and self._handed_over:
+            # The WebSocket is over; the response only carried its status to the access log.
+            response.close()
+            return False
         core = self.core
         try:
             parts = prepared_response(response, environ)

@@ -8,10 +8,13 @@ data and ends, rejections, the way into HTTP/2, the end of the connection. The s
 the requests in the order :meth:`~H11ServerConnection.next_answer` gives them, writing the
 bytes the core makes: :meth:`~H11ServerConnection.response_head` (the ``Connection`` header
 policy and the choice of chunked framing), :func:`chunk`, :meth:`~H11ServerConnection.last_chunk`
-(with trailers), the error responses, 1xx responses and ``100 Continue``. Time comes from a
-clock the shell gives: the header, keep-alive and send timeouts are deadlines;
-:meth:`~H11ServerConnection.next_deadline` says when to wake the core and
-:meth:`~H11ServerConnection.handle_timeout` is that wake-up.
+(with trailers), the error responses, 1xx responses and ``100 Continue``. A WebSocket
+handshake (``Upgrade: websocket``) is a request like any other, with its offer read
+(``request.websocket``), except that nothing after its head is parsed until it is answered:
+:meth:`~H11ServerConnection.accept_websocket` gives the connection to the WebSocket, an
+ordinary response lets HTTP/1.1 go on. Time comes from a clock the shell gives: the header,
+keep-alive and send timeouts are deadlines; :meth:`~H11ServerConnection.next_deadline` says
+when to wake the core and :meth:`~H11ServerConnection.handle_timeout` is that wake-up.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from kyoukai.protocol.core import ProtocolCore
 from kyoukai.protocol.fields import HOST_OPTIONAL_VERSIONS, check_informational_status, checked_names, is_valid_host
 from kyoukai.protocol.h11.framing import ChunkedBody, LimitExceeded, blank_line_end, last_bytes
 from kyoukai.protocol.h11.request import H11Request, Rejection
+from kyoukai.protocol.ws.handshake import HandshakeRejection, WebSocketOffer, check_upgrade_request
 from kyoukai.settings import ServerSettings
 from kyoukai.wsgi import format_head, http_date, reason_phrase, to_wsgi_environment
 
@@ -102,6 +106,10 @@ class H11ServerConnection(ProtocolCore):
         self._raw_left = 0
         #: An accepted h2c upgrade request, until the parser stops at its end.
         self._h2c_request: H11Request | None = None
+        #: A WebSocket handshake being answered, and the bytes received after its head: frames
+        #: if the app opens the WebSocket, the next requests if it answers otherwise.
+        self._upgrading: H11Request | None = None
+        self._held = bytearray()
         self._shutting_down = False
         self._seen_bytes = False
         #: The start of an HTTP/2 preface, while the first bytes are undecided.
@@ -114,6 +122,9 @@ class H11ServerConnection(ProtocolCore):
     def receive_data(self, data: bytes) -> list[Any]:
         """Feed bytes received from the client; the events they caused."""
         if not self.reading:
+            return []
+        if self._upgrading is not None:
+            self._held += data
             return []
         if not self._seen_bytes and self._h2c:
             data = self._prefix + data
@@ -147,6 +158,9 @@ class H11ServerConnection(ProtocolCore):
                     self._h2c_request = None
                     self._hand_over()
                     self._events.append(ev.H2cUpgradeAccepted(upgraded.environ, data[pos:], SWITCHING_TO_H2C))
+                elif self._upgrading is not None:
+                    self._held += data[pos:]
+                    break
             except httptools.HttpParserCallbackError as e:
                 cause = e.__context__
                 if isinstance(cause, LimitExceeded):
@@ -272,10 +286,13 @@ class H11ServerConnection(ProtocolCore):
         if version == "1.1" and environ.get("HTTP_EXPECT", "").lower() == "100-continue":
             req.expects_continue = True
         self._head_done = True
-        if parser.should_upgrade() and self._accepts_h2c(environ):
-            # Not answered here: HTTP/2 serves it once the parser stops at its end.
-            self._h2c_request = req
-            return
+        if parser.should_upgrade():
+            if self._accepts_h2c(environ):
+                # Not answered here: HTTP/2 serves it once the parser stops at its end.
+                self._h2c_request = req
+                return
+            if "websocket" in environ.get("HTTP_UPGRADE", "").lower():
+                req.websocket = self._websocket_offer(req, environ)
         self._queue.append(req)
         self._events.append(ev.H11RequestReceived(req))
 
@@ -301,6 +318,8 @@ class H11ServerConnection(ProtocolCore):
             if req.expected_length:
                 self._raw_body, self._raw_left = req, req.expected_length
                 return
+            if isinstance(req.websocket, WebSocketOffer):
+                self._upgrading = req
         req.ended = True
         self._events.append(ev.H11RequestEnded(req))
 
@@ -323,6 +342,35 @@ class H11ServerConnection(ProtocolCore):
             return False
         return True
 
+    def _websocket_offer(self, req: H11Request, environ: dict[str, Any]) -> WebSocketOffer | HandshakeRejection:
+        """The WebSocket handshake of ``req`` (see :func:`~kyoukai.protocol.ws.handshake.check_upgrade_request`)."""
+        offer = check_upgrade_request(environ["REQUEST_METHOD"], req.headers, req.version)
+        if isinstance(offer, WebSocketOffer) and (
+            environ.get("CONTENT_LENGTH", "0") != "0" or "HTTP_TRANSFER_ENCODING" in environ
+        ):
+            # Its body would stand between the head and the frames.
+            return HandshakeRejection(400, "A WebSocket handshake must not have a body.")
+        return offer
+
+    def accept_websocket(self, req: H11Request, status: int, headers: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+        """
+        The app opens the WebSocket ``req`` asked for: the head of the response that does so
+        (``status``, 101, and ``headers``), and the bytes received after the request's head,
+        the first of the WebSocket's. The connection is no longer HTTP/1.1: this core reads,
+        answers and times nothing more.
+
+        :raises RuntimeError: if ``req`` is not a WebSocket handshake being answered, or the
+            connection has ended.
+        """
+        if req is not self._upgrading or self.closed:
+            raise RuntimeError("no WebSocket handshake to accept: the request did not ask for one, or it has ended")
+        self._upgrading = None
+        held = bytes(self._held)
+        self._held.clear()
+        self._queue.clear()
+        self._stop()
+        return format_head(status, reason_phrase(status), headers, "1.1"), held
+
     def _hand_over(self) -> None:
         """HTTP/2 takes the connection: this core reads, answers and times nothing more."""
         self._stop()
@@ -343,11 +391,12 @@ class H11ServerConnection(ProtocolCore):
 
     def should_pause_reading(self) -> bool:
         """
-        Whether the shell should stop reading the transport: while it cannot write, while more
-        than ``max_pipelined_requests`` wait for their answers, while ``body_buffer_size`` bytes
-        of the body being received are unread by the app, and for good once nothing is read.
+        Whether the shell should stop reading the transport: while it cannot write, while a
+        WebSocket handshake is answered, while more than ``max_pipelined_requests`` wait for
+        their answers, while ``body_buffer_size`` bytes of the body being received are unread by
+        the app, and for good once nothing is read.
         """
-        if not self.reading or self._output_paused_since is not None:
+        if not self.reading or self._output_paused_since is not None or self._upgrading is not None:
             return True
         if len(self._queue) > self.settings.max_pipelined_requests:
             return True
@@ -447,6 +496,14 @@ class H11ServerConnection(ProtocolCore):
             self._end(abort=False)
         else:
             self._arm()
+        if req is self._upgrading:
+            # The WebSocket was refused: what followed its handshake is parsed as HTTP/1.1.
+            self._upgrading = None
+            held = bytes(self._held)
+            self._held.clear()
+            if held and self.reading:
+                events = self.take_events()
+                return events + self.receive_data(held)
         return self.take_events()
 
     def rejection_response(self, rejection: Rejection) -> bytes:
@@ -495,6 +552,11 @@ class H11ServerConnection(ProtocolCore):
         return b"" if req.ended or self.closed else CONTINUE
 
     # ending
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether :meth:`start_shutdown` was called."""
+        return self._shutting_down
 
     def start_shutdown(self) -> list[Any]:
         """

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kyoukai.protocol.ws.handshake import HandshakeRejection, WebSocketOffer
 
 
 class H11Request:
@@ -26,6 +29,7 @@ class H11Request:
         "expects_continue",
         "chunked",
         "app_state",
+        "websocket",
     )
 
     def __init__(self) -> None:
@@ -58,6 +62,10 @@ class H11Request:
         self.chunked = False
         #: What the shell keeps for the request (its body reader).
         self.app_state: Any = None
+        #: For a request asking for a WebSocket (``Upgrade: websocket``): its handshake read
+        #: as a :class:`~kyoukai.protocol.ws.handshake.WebSocketOffer` or a
+        #: :class:`~kyoukai.protocol.ws.handshake.HandshakeRejection`; ``None`` otherwise.
+        self.websocket: WebSocketOffer | HandshakeRejection | None = None
 
 
 class Rejection:

@@ -38,7 +38,7 @@ from kyoukai.protocol.h2.guard import ConnectionGuard, Opening, Violation
 from kyoukai.protocol.h2.hpack import MemoDecoder, MemoEncoder
 from kyoukai.protocol.h2.scheduler import DATA, END_STREAM, Scheduler, frame_header, header_frames
 from kyoukai.protocol.h2.stream import Stream
-from kyoukai.protocol.h2.validation import check_request_headers, check_trailers
+from kyoukai.protocol.h2.validation import SUPPORTED_PROTOCOLS, check_request_headers, check_trailers, connect_protocol
 from kyoukai.settings import ServerSettings
 from kyoukai.wsgi import format_head
 
@@ -156,6 +156,8 @@ class H2ServerConnection(ProtocolCore):
                 SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window_size,
                 SettingCodes.MAX_FRAME_SIZE: settings.max_frame_size,
                 SettingCodes.ENABLE_PUSH: 0,
+                # WebSockets over HTTP/2 (RFC 8441): extended CONNECT is welcome.
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         # HPACK coders that remember repeated header blocks; the tables are empty here, so
@@ -322,12 +324,24 @@ class H2ServerConnection(ProtocolCore):
                 self.peer,
                 self.settings.max_header_count,
             )
-            body = f"More than max_header_count={self.settings.max_header_count} header fields\n".encode()
-            fields = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
-            self.send_response(stream_id, response_block(431, fields), body)
-            self.finish(stream_id)
+            self._answer(stream_id, 431, f"More than max_header_count={self.settings.max_header_count} header fields")
+            return
+        protocol = connect_protocol(headers)
+        if protocol is not None and protocol.lower() not in SUPPORTED_PROTOCOLS:
+            # A well-formed extended CONNECT for a protocol this server does not speak: the
+            # request is refused, not malformed (RFC 9110 section 15.6.2).
+            asked = protocol[:64].decode("latin-1")
+            logger.info("Stream %d from %s: extended CONNECT for :protocol %r: 501.", stream_id, self.peer, asked)
+            self._answer(stream_id, 501, f"This server speaks no :protocol {asked!r} over CONNECT, only 'websocket'")
             return
         self._events.append(ev.RequestReceived(stream_id, headers, stream.request_ended))
+
+    def _answer(self, stream_id: int, status: int, text: str) -> None:
+        """Answer a request the app will not see with a short plain-text response."""
+        body = (text + "\n").encode()
+        fields = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body)))]
+        self.send_response(stream_id, response_block(status, fields), body)
+        self.finish(stream_id)
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id

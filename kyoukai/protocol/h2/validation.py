@@ -1,6 +1,6 @@
 """
-Validation of HTTP/2 request header blocks (RFC 9113 sections 8.1.1, 8.2 and 8.3), in one
-pass over the fields.
+Validation of HTTP/2 request header blocks (RFC 9113 sections 8.1.1, 8.2 and 8.3, and the
+extended CONNECT of RFC 8441 section 4), in one pass over the fields.
 
 It replaces h2's inbound validation, which checks the same rules in a chain of generators, and
 which reports a malformed request as a connection error where RFC 9113 asks for a stream error
@@ -19,7 +19,9 @@ _valid_name = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+").fullmatch
 #: Field values: no NUL, CR or LF; no whitespace at either end (RFC 9113 8.2.1).
 _valid_value = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?").fullmatch
 
-_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path"})
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+#: The ``:protocol`` values of an extended CONNECT that this server speaks (RFC 8441 section 4).
+SUPPORTED_PROTOCOLS = frozenset({b"websocket"})
 
 
 def _check_field(name: bytes, value: bytes) -> str | None:
@@ -67,10 +69,16 @@ def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = 
     method = pseudo.get(b":method")
     if method is None:
         return "no :method"
-    if method == b"CONNECT":
+    if b":protocol" in pseudo and method != b"CONNECT":
+        return f":protocol in a {method[:16]!r} request (only an extended CONNECT carries it)"
+    if method == b"CONNECT" and b":protocol" not in pseudo:
         if b":scheme" in pseudo or b":path" in pseudo or b":authority" not in pseudo:
             return "CONNECT needs :authority and no :scheme or :path"
     else:
+        # A request, or an extended CONNECT (RFC 8441 section 4), which names its resource the
+        # same way and needs :authority too.
+        if method == b"CONNECT" and b":authority" not in pseudo:
+            return "an extended CONNECT needs :authority"
         if b":scheme" not in pseudo:
             return "no :scheme"
         path = pseudo.get(b":path")
@@ -95,4 +103,17 @@ def check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         problem = f"pseudo-header {name!r}" if name[:1] == b":" else _check_field(name, value)
         if problem is not None:
             return problem + " in trailers"
+    return None
+
+
+def connect_protocol(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """
+    The ``:protocol`` of an extended CONNECT (RFC 8441), or ``None`` for any other request.
+    Only the pseudo-headers at the start of a block :func:`check_request_headers` passed are read.
+    """
+    for name, value in headers:
+        if name[:1] != b":":
+            return None
+        if name == b":protocol":
+            return value
     return None
