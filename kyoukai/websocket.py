@@ -23,6 +23,7 @@ from kyoukai.backends.transport import DeadlineTimer
 from kyoukai.protocol.ws.handshake import HandshakeRejection, WebSocketOffer, accept_headers, negotiate_deflate
 from kyoukai.protocol.ws.session import Closed, Failed, Message, PeerClosed, SessionClosedError, WebSocketSession
 from kyoukai.protocol.ws.settings import WebSocketSettings
+from kyoukai.util import SERVER_TOKEN
 
 if TYPE_CHECKING:
     from kyoukai.context import HTTPRequestContext
@@ -98,8 +99,10 @@ class WebSocket:
     closes with 1011.
     """
 
-    def __init__(self, channel: WebSocketChannel) -> None:
+    def __init__(self, channel: WebSocketChannel, *, response_headers: list[tuple[str, str]] | None = None) -> None:
         self._channel = channel
+        #: Fields every opening response carries (``Server``, ``X-Powered-By``).
+        self._response_headers = response_headers or []
         offer = channel.offer
         #: The subprotocols the client offered, in its order.
         self.subprotocols: tuple[str, ...] = offer.subprotocols if isinstance(offer, WebSocketOffer) else ()
@@ -142,8 +145,8 @@ class WebSocket:
         settings = self._channel.settings
         deflate = negotiate_deflate(offer.extensions) if settings.ws_compression else None
         status, fields = accept_headers(offer, subprotocol=subprotocol, deflate=deflate)
-        if headers:
-            fields.extend((name.lower(), value) if offer.http2 else (name, value) for name, value in headers)
+        extra = [*self._response_headers, *(headers or ())]
+        fields.extend((name.lower(), value) if offer.http2 else (name, value) for name, value in extra)
         loop = asyncio.get_running_loop()
         self._session = WebSocketSession(settings, loop.time, deflate=deflate)
         self._timer = DeadlineTimer(loop, self._on_timer)
@@ -317,7 +320,10 @@ async def invoke_websocket_route(ctx: HTTPRequestContext, route: Route, params: 
         # (The reasons are sentences already.)
         logger.info("WebSocket handshake for %s refused: %s", ctx.environ["PATH_INFO"], offer.reason)
         return _plain(offer.status, offer.reason, offer.headers)
-    websocket = ctx.websocket = WebSocket(channel)
+    config = getattr(ctx.app, "config", {})
+    server_headers = config.get("server_header", True)
+    tokens = [("Server", SERVER_TOKEN), ("X-Powered-By", SERVER_TOKEN)] if server_headers else None
+    websocket = ctx.websocket = WebSocket(channel, response_headers=tokens)
     accepted_status = 200 if offer.http2 else 101
     try:
         response = await route.invoke(ctx, params=params)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from werkzeug.exceptions import Forbidden
 
 from kyoukai import Kyoukai, WebSocketDisconnect
 from kyoukai.testing import TestKyoukai, WebSocketRefused
+from kyoukai.util import SERVER_TOKEN
 
 
 def make_app(**config: object) -> TestKyoukai:
@@ -73,6 +79,16 @@ class TestMessages:
             assert await ws.receive() == b"\x00\xff"
         # Leaving the block closed the WebSocket and waited for the handler.
         assert app.config["events"] == ["echo returned"]
+
+    async def test_the_opening_response_names_the_server(self, app: TestKyoukai) -> None:
+        async with app.websocket_connect("/echo") as ws:
+            headers = {name.lower(): value for name, value in ws.headers}
+        assert headers["server"] == headers["x-powered-by"] == SERVER_TOKEN
+
+    async def test_server_header_false_leaves_them_out(self) -> None:
+        async with make_app(server_header=False).websocket_connect("/echo") as ws:
+            names = {name.lower() for name, _ in ws.headers}
+        assert "server" not in names and "x-powered-by" not in names
 
     async def test_url_parameters_headers_and_subprotocols(self, app: TestKyoukai) -> None:
         async with app.websocket_connect(
@@ -150,3 +166,16 @@ async def test_wrap_existing_app() -> None:
     async with app.websocket_connect("/echo") as ws:
         await ws.send("wrapped")
         assert await ws.receive() == "wrapped"
+
+
+def test_the_websocket_page_samples_pass() -> None:
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "examples" / "websocket")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b3 passed\b", result.stdout), result.stdout
