@@ -210,8 +210,13 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
                     len(self.connections),
                     self.settings.shutdown_timeout,
                 )
+                tasks = [task for protocol in self.connections for task in protocol.running_tasks()]
                 for protocol in list(self.connections):
                     protocol.abort()
+                # Aborting cancels the connections' tasks: let them unwind now, or a streaming
+                # body's generator is left suspended for the loop's shutdown to trip over.
+                if tasks:
+                    await asyncio.wait(tasks, timeout=1.0)
         for server in servers:
             await server.wait_closed()
 

@@ -63,6 +63,8 @@ class H11WebSocketChannel(asyncio.Protocol):
         #: Ends the lingering close of a cleartext connection.
         self._linger: asyncio.TimerHandle | None = None
         self._going_away: asyncio.Task[None] | None = None
+        #: The task running the handler (it began as an HTTP/1.1 request).
+        self.handler_task: asyncio.Task | None = None
 
     # the WebSocketChannel, for the WebSocket
 
@@ -168,3 +170,7 @@ class H11WebSocketChannel(asyncio.Protocol):
         """Drop the connection now."""
         if self.transport is not None:
             abort_transport(self.transport)
+
+    def running_tasks(self) -> list[asyncio.Task]:
+        """The handler's task and the closing one, while they run."""
+        return [task for task in (self.handler_task, self._going_away) if task is not None and not task.done()]

@@ -47,6 +47,11 @@ class StreamHandling:
     _schedule_flush: Callable[[], None]
     _state: Callable[[int], Any]
 
+    def running_tasks(self) -> list[asyncio.Task]:
+        """The tasks serving this connection's streams (the component waits for them after an abort)."""
+        records = self.core.streams.values()
+        return [r.app_state.task for r in records if r.app_state is not None and r.app_state.task is not None]
+
     async def _handle(self, state: Any) -> None:
         environ = state.environ
         try:

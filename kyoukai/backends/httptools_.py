@@ -160,6 +160,10 @@ class KyoukaiProtocol(asyncio.Protocol):
         """Drop the connection now (with a TCP reset)."""
         abort_transport(self.transport)
 
+    def running_tasks(self) -> list[asyncio.Task]:
+        """The tasks serving this connection (the component waits for them after an abort)."""
+        return [self._task] if self._task is not None else []
+
     # the core's events
 
     def _dispatch(self, events: list[Any]) -> None:
@@ -266,6 +270,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         metrics.bytes_out += len(head)
         transport.write(head)
         transport.set_protocol(channel)
+        channel.handler_task = self._task
         self.component.connection_handed_over(self, channel)
         channel.adopt(transport, data, write_paused=self._write_paused, reading_paused=self._reading_paused)
         if core.shutting_down:
