@@ -60,6 +60,12 @@ setup(
             "itsdangerous>=2.1",
             # A real WebSocket client for the WebSocket tests.
             "websockets>=13",
+            # ASGI both ways: real ASGI apps on Kyoukai, and Kyoukai apps on other ASGI servers.
+            "starlette>=0.40",
+            "fastapi>=0.110",
+            "quart>=0.19",
+            "uvicorn>=0.30",
+            "hypercorn>=0.17",
         ],
     },
     package_data={"kyoukai": ["py.typed"]},
