@@ -24,7 +24,9 @@ fi
 venv=${KYOUKAI_TEST_VENV:-.venv-test}
 constraints=${KYOUKAI_TEST_CONSTRAINTS:-tests/constraints.txt}
 python=${PYTHON:-python3}
+# The extras installed: the test tools, and the ASGI servers and frameworks the ASGI tests use.
+extras=${KYOUKAI_TEST_EXTRAS:-test,interop}
 rm -rf "$venv"
 "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e '.[test]'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$constraints" -e ".[$extras]"
 "$venv/bin/python" -m pytest "$@"
