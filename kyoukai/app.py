@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, cast
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from asphalt.core import Component, Context, run_application
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
@@ -23,6 +24,9 @@ from kyoukai.util import SERVER_TOKEN, InvalidReturnValue
 from kyoukai.version import __version__ as __version__  # where Kyoukai 2.2 had it
 from kyoukai.websocket import invoke_websocket_route
 from kyoukai.wsgi import PREPARED_KEY, ResponseParts, prepare_response
+
+if TYPE_CHECKING:
+    from kyoukai.asgi.app_adapter import KyoukaiASGI
 
 logger = logging.getLogger("kyoukai")
 
@@ -110,6 +114,14 @@ class Kyoukai:
                     "app.loop: the app has no event loop yet; it gets one when a component starts serving it"
                 ) from None
             return self._loop
+
+    @cached_property
+    def asgi(self) -> KyoukaiASGI:
+        """The app as an ASGI 3 application, for uvicorn, Hypercorn, granian... (see :func:`~kyoukai.asgi.to_asgi`)."""
+        # Imported here: the adapter's package is not needed to serve on Kyoukai's own engines.
+        from kyoukai.asgi.app_adapter import to_asgi
+
+        return to_asgi(self)
 
     @property
     def root(self) -> Blueprint:

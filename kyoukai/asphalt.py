@@ -17,6 +17,7 @@ from asphalt.core import Component, Context, Signal, resolve_reference
 
 from kyoukai import debugpage
 from kyoukai.app import Kyoukai
+from kyoukai.asgi.serve import ASGIApplication, served_application
 
 # Kyoukai 2.2 defined the request context and the events here; they live in kyoukai.context and
 # kyoukai.events now, and are re-exported (the "X as X" form) so that 2.2 imports keep working.
@@ -26,6 +27,7 @@ from kyoukai.events import CtxEvent as CtxEvent
 from kyoukai.events import RouteInvokedEvent as RouteInvokedEvent
 from kyoukai.events import RouteMatchedEvent as RouteMatchedEvent
 from kyoukai.events import RouteReturnedEvent as RouteReturnedEvent
+from kyoukai.interfaces import ServedApplication
 from kyoukai.metrics import Metrics
 from kyoukai.settings import ServerSettings
 from kyoukai.tls import create_server_context
@@ -51,11 +53,13 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
     The base of Kyoukai's components: holds the app, the address, the settings and the open
     connections, and dispatches ``connection_made`` / ``connection_lost`` for every protocol.
 
-    :param app: the :class:`~.Kyoukai` app, or a ``"module:attribute"`` reference to it.
+    :param app: the :class:`~.Kyoukai` app or an ASGI 3 application (Starlette, FastAPI,
+        Quart...), or a ``"module:attribute"`` reference to one.
     :param ip: the address to listen on.
     :param port: the port to listen on (0 picks a free one; :attr:`port` then holds it).
     :param cfg: further config keys: the :class:`~.ServerSettings` limits and the keys each
-        component documents.
+        component documents; ``interface`` (``auto``, ``kyoukai`` or ``asgi``) says how ``app``
+        is served (see :func:`~kyoukai.asgi.serve.served_application`).
     """
 
     connection_made = Signal(ConnectionMadeEvent)
@@ -67,13 +71,11 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
     #: started while this is set listens on the one bound to its port instead of binding.
     inherited_sockets: ClassVar[list[socket.socket]] = []
 
-    def __init__(self, app: Kyoukai | str, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
-        if not isinstance(app, Kyoukai):
+    def __init__(self, app: object, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
+        if isinstance(app, str):
             app = resolve_app_reference(app)
-        if not isinstance(app, Kyoukai):
-            raise TypeError(f"app must be a Kyoukai application or a reference to one, not {app!r}")
-        #: The application served.
-        self.app: Kyoukai = app
+        #: The application served: a :class:`~.Kyoukai` app, or an :class:`~.ASGIApplication`.
+        self.app: ServedApplication = served_application(app, cfg.get("interface", "auto"))
         self.ip = ip
         self.port = port
         self.cfg = cfg
@@ -138,11 +140,21 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         self.connections.discard(old)
         self.connections.add(new)
 
-    async def _serve(self, ctx: Context, protocol_factory: Any, ssl_context: ssl.SSLContext | None) -> None:
+    async def _start_app(self, ctx: Context) -> None:
+        """
+        Give the app its config and this component; an ASGI app's lifespan startup runs here,
+        before anything listens (and its shutdown after the component stopped).
+        """
         self.base_context = ctx
         self.app.component = self
         self.app.config.update(self.cfg)
         self.app.finalize()
+        if isinstance(self.app, ASGIApplication):
+            await self.app.startup()
+            ctx.add_teardown_callback(self.app.shutdown)
+
+    async def _serve(self, ctx: Context, protocol_factory: Any, ssl_context: ssl.SSLContext | None) -> None:
+        await self._start_app(ctx)
         loop = asyncio.get_running_loop()
         # The TLS handshake comes before any protocol timer runs: bound it by header_timeout too,
         # or a client that never finishes it holds a socket for asyncio's default 60 s.
@@ -235,7 +247,7 @@ class KyoukaiComponent(KyoukaiBaseComponent):
     - ``debug``, ``server_header`` (``false`` drops ``Server``/``X-Powered-By``): app settings.
     """
 
-    def __init__(self, app: Kyoukai | str, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
+    def __init__(self, app: object, ip: str = "127.0.0.1", port: int = 4444, **cfg: Any) -> None:
         super().__init__(app, ip, port, **cfg)
         self.http2 = bool(cfg.get("http2", False))
         self.run_server = bool(cfg.get("run_server", True))
@@ -280,10 +292,7 @@ class KyoukaiComponent(KyoukaiBaseComponent):
     async def start(self, ctx: Context) -> None:
         """Start listening (unless ``run_server`` is false)."""
         if not self.run_server:
-            self.base_context = ctx
-            self.app.component = self
-            self.app.config.update(self.cfg)
-            self.app.finalize()
+            await self._start_app(ctx)
             return
         await self._serve(ctx, lambda: self.get_protocol(ctx), self.create_ssl_context())
 

@@ -3,10 +3,13 @@ The ``kyoukai`` command (also ``python -m kyoukai``): ``kyoukai run module:app``
 for development, with no configuration file; ``kyoukai run --config config.yml`` runs an asphalt
 configuration the same way. ``asphalt run config.yml`` stays the way to run in production.
 
+The app is a Kyoukai app or an ASGI 3 application (Starlette, FastAPI, Quart...), told apart
+by ``--interface`` (``auto`` by default; see :func:`kyoukai.asgi.serve.served_application`).
+
 Options: ``--host``, ``--port``, ``--http2``, ``--certfile``/``--keyfile`` or ``--dev-cert``,
-``--config``, ``--access-log``/``--no-access-log``, ``--debug`` (see :mod:`kyoukai.debugpage`)
-and ``--reload`` (see :mod:`kyoukai.reload`). A mistake in the command line or in the app
-reference is one line on stderr and exit status 2.
+``--config``, ``--interface``, ``--access-log``/``--no-access-log``, ``--debug`` (see
+:mod:`kyoukai.debugpage`) and ``--reload`` (see :mod:`kyoukai.reload`). A mistake in the command
+line or in the app reference is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from asphalt.core.component import component_types
 
 from kyoukai import reload
 from kyoukai.app import Kyoukai
+from kyoukai.asgi.serve import INTERFACES, ASGIApplication, served_application
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent
 from kyoukai.asphalt_config import ConfigError, load_asphalt_config
 
@@ -94,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="CONFIG.yml",
         help="run this asphalt configuration (as 'asphalt run' does) instead of the app's default server",
+    )
+    run.add_argument(
+        "--interface",
+        choices=INTERFACES,
+        help="how to serve the app: as a Kyoukai app, as an ASGI 3 application (Starlette, FastAPI, Quart...), "
+        "or auto: as what it is (default: auto)",
     )
     run.add_argument(
         "--access-log",
@@ -197,15 +207,34 @@ def _print_import_traceback(error: BaseException) -> None:
     traceback.print_exception(type(error), error, tb, file=sys.stderr)
 
 
-def build_component(app: Any, reference: str, options: dict[str, Any]) -> KyoukaiBaseComponent:
-    """The component serving ``app`` (loaded from ``reference``) with the component config ``options``."""
-    if isinstance(app, Kyoukai):
-        try:
-            return KyoukaiComponent(app, **{**app.config, **options})
-        except ValueError as e:  # a setting out of range, in the app's config
-            raise CommandError(f"cannot serve {reference!r}: {e}") from None
-    # Each kind of application served gets its branch above.
-    raise CommandError(f"{reference!r} is {_a(app)}, not a Kyoukai application (kyoukai.Kyoukai)")
+def build_component(
+    app: Any, reference: str, options: dict[str, Any], interface: str | None = None
+) -> KyoukaiBaseComponent:
+    """
+    The component serving ``app`` (loaded from ``reference``) with the component config
+    ``options``: a Kyoukai app, or an ASGI application (``interface``: ``auto`` by default).
+    """
+    served = served_app(app, reference, interface)
+    try:
+        return KyoukaiComponent(served, **{**served.config, **options})
+    except ValueError as e:  # a setting out of range, in the app's config
+        raise CommandError(f"cannot serve {reference!r}: {e}") from None
+
+
+def served_app(app: Any, reference: str, interface: str | None) -> Kyoukai | ASGIApplication:
+    """``app`` as a component serves it (see :func:`~kyoukai.asgi.serve.served_application`)."""
+    try:
+        return served_application(app, interface or "auto")
+    except TypeError:
+        pass
+    if interface in (None, "auto"):
+        kinds = "a Kyoukai application (kyoukai.Kyoukai) or an ASGI 3 application (async def app(scope, receive, send))"
+        hint = "; if it is an ASGI app, --interface asgi serves it"
+    elif interface == "kyoukai":
+        kinds, hint = "a Kyoukai application (kyoukai.Kyoukai; --interface kyoukai)", ""
+    else:
+        kinds, hint = "an ASGI application (a callable; --interface asgi)", ""
+    raise CommandError(f"{reference!r} is {_a(app)}, not {kinds}{hint}")
 
 
 def _a(obj: Any) -> str:
@@ -298,16 +327,17 @@ def override_server(args: argparse.Namespace, config: dict[str, Any]) -> None:
 def apply_overrides(args: argparse.Namespace, config: dict[str, Any]) -> None:
     """
     Put the command line's choices into the Kyoukai components of a ``--config`` file: the server
-    options (see :func:`override_server`), the app argument and ``--debug`` into each.
+    options (see :func:`override_server`), the app argument, ``--interface`` and ``--debug`` into each.
     """
     override_server(args, config)
     targets = list(kyoukai_configs(config["component"]))
+    if args.interface is not None:
+        for target in targets:
+            target["interface"] = args.interface
     if args.app is not None:
         if not targets:
             raise CommandError(f"--config {args.config} has no Kyoukai component to serve {args.app!r} with")
-        app = load_app(args.app)
-        if not isinstance(app, Kyoukai):
-            raise CommandError(f"{args.app!r} is {_a(app)}, not a Kyoukai application (kyoukai.Kyoukai)")
+        app = served_app(load_app(args.app), args.app, args.interface)
         for target in targets:
             target["app"] = app
     if args.debug:
@@ -505,7 +535,7 @@ def serve(args: argparse.Namespace) -> int:
     supervisor = socket.socket(fileno=args.supervisor_fd) if args.supervisor_fd is not None else None
     runner: dict[str, Any] = {"logging": CONSOLE_LOGGING}
     if args.config is None:
-        component = build_component(load_app(args.app), args.app, component_options(args))
+        component = build_component(load_app(args.app), args.app, component_options(args), args.interface)
         component.listen_sockets = inherited or bind_all(server_addresses(args, None))
         root: Component = component
     else:

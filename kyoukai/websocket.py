@@ -55,6 +55,9 @@ class WebSocketChannel(Protocol):
     What a backend gives a :class:`WebSocket`: the offer of the handshake request, and the way
     to the peer once accepted. The backend feeds what arrives to
     :meth:`WebSocket.feed_data` (``None`` at the peer's end, or when the stream is reset).
+
+    A channel whose server frames the messages itself (ASGI) may instead provide
+    ``make_websocket(response_headers)``, returning an object with :class:`WebSocket`'s API.
     """
 
     #: The handshake as read from the request (a rejection is answered as an HTTP error).
@@ -323,7 +326,13 @@ async def invoke_websocket_route(ctx: HTTPRequestContext, route: Route, params: 
     config = getattr(ctx.app, "config", {})
     server_headers = config.get("server_header", True)
     tokens = [("Server", SERVER_TOKEN), ("X-Powered-By", SERVER_TOKEN)] if server_headers else None
-    websocket = ctx.websocket = WebSocket(channel, response_headers=tokens)
+    make_websocket = getattr(channel, "make_websocket", None)
+    if make_websocket is not None:
+        # A server that frames the messages itself (ASGI) gives a channel that makes a
+        # message-level WebSocket, with the same API.
+        websocket = ctx.websocket = make_websocket(tokens)
+    else:
+        websocket = ctx.websocket = WebSocket(channel, response_headers=tokens)
     accepted_status = 200 if offer.http2 else 101
     try:
         response = await route.invoke(ctx, params=params)

@@ -1,5 +1,6 @@
 """
-A gunicorn worker that serves a Kyoukai app (HTTP/1.1 and HTTP/2) on gunicorn's sockets.
+A gunicorn worker that serves a Kyoukai app, or an ASGI 3 application (Starlette, FastAPI,
+Quart...), over HTTP/1.1 and HTTP/2 on gunicorn's sockets.
 
 ::
 
@@ -8,7 +9,8 @@ A gunicorn worker that serves a Kyoukai app (HTTP/1.1 and HTTP/2) on gunicorn's 
         --http-protocols h1,h2 myapp:app
     gunicorn -k kyoukai.backends.gunicorn.KyoukaiWorker -w 2 -b 127.0.0.1:8000 config.yml
 
-With ``myapp:app`` each worker serves the app through a :class:`~.KyoukaiComponent`: TLS from
+With ``myapp:app`` each worker serves the app through a :class:`~.KyoukaiComponent` (an ASGI
+app is recognised as such, see :func:`~kyoukai.asgi.serve.served_application`): TLS from
 ``--certfile``/``--keyfile``; HTTP/2 when ``--http-protocols`` includes ``h2`` (ALPN over TLS;
 prior knowledge and ``Upgrade: h2c`` on cleartext); the trusted proxies from
 ``--forwarded-allow-ips`` (gunicorn's default: ``127.0.0.1,::1``; ``''`` trusts none) unless the
@@ -70,6 +72,7 @@ except ImportError as e:
 
 from kyoukai import metrics
 from kyoukai.app import Kyoukai
+from kyoukai.asgi.serve import ASGIApplication, served_application
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent, resolve_app_reference
 from kyoukai.asphalt_config import ConfigError, load_asphalt_config
 from kyoukai.backends.http2 import H2KyoukaiComponent
@@ -263,7 +266,8 @@ class KyoukaiWorker(Worker):
         Import the app (``module:attribute``); nothing to do for a ``config.yml``.
 
         :raises gunicorn.errors.AppImportError: the reference does not resolve to a
-            :class:`~.Kyoukai` app (gunicorn then stops, as for any app that cannot load).
+            :class:`~.Kyoukai` app or an ASGI application (gunicorn then stops, as for any app
+            that cannot load).
         """
         uri = self._app_uri()
         self.gunicorn_tls()  # refuses the TLS settings it cannot honour before anything starts
@@ -274,9 +278,10 @@ class KyoukaiWorker(Worker):
             app = resolve_app_reference(uri)
         except (ImportError, AttributeError, ValueError, LookupError) as e:
             raise AppImportError(f"cannot load the app {uri!r}: {e}") from e
-        if not isinstance(app, Kyoukai):
-            raise AppImportError(f"{uri!r} is {app!r}, not a Kyoukai application")
-        self.wsgi = app
+        try:
+            self.wsgi = served_application(app)
+        except TypeError as e:
+            raise AppImportError(f"cannot serve {uri!r}: {e}") from None
 
     def init_signals(self) -> None:
         """
@@ -378,7 +383,7 @@ class KyoukaiWorker(Worker):
         self.served = [component]
         return component
 
-    def component_options(self, app: Kyoukai) -> dict[str, Any]:
+    def component_options(self, app: Kyoukai | ASGIApplication) -> dict[str, Any]:
         """The config of the :class:`~.KyoukaiComponent` serving ``app``: its config and gunicorn's settings."""
         cfg = self.cfg
         options: dict[str, Any] = dict(app.config)

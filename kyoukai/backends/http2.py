@@ -42,7 +42,7 @@ class H2State(RequestBody):
 
     def __init__(self, headers: list[tuple[bytes, bytes]], stream_id: int, protocol: H2KyoukaiProtocol) -> None:
         super().__init__(
-            max_size=protocol.settings.max_body_size, on_consumed=self._consumed, timeout=protocol.settings.body_timeout
+            max_size=protocol.settings.max_body_size, on_consumed=self._credit, timeout=protocol.settings.body_timeout
         )
         self.stream_id = stream_id
         self.protocol = protocol
@@ -65,7 +65,8 @@ class H2State(RequestBody):
             super().feed_eof()
             self.channel = H2WebSocketChannel(self)
 
-    def _consumed(self, size: int) -> None:
+    def _credit(self, size: int) -> None:
+        # Returns flow-control credit (named so as not to replace RequestBody._consumed, which keeps `buffered`).
         self.protocol.acknowledge(self.stream_id, size)
 
     def insert_data(self, data: bytes, wake: bool = True) -> None:
@@ -120,7 +121,7 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
 
     def __init__(self, component: KyoukaiBaseComponent, parent_context: Context) -> None:
         self.component = component
-        self.app: Kyoukai = component.app
+        self.app = component.app
         self.parent_context = parent_context
         self.settings = component.settings
         self.metrics = component.metrics
