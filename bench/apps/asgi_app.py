@@ -1,4 +1,4 @@
-"""The benchmark app for Hypercorn: the same three routes as ``kyoukai_app``, as plain ASGI."""
+"""The benchmark app for Hypercorn: the same routes as ``kyoukai_app``, as plain ASGI."""
 
 HELLO = b"Hello, world!\n"
 BIG = b"x" * (1024 * 1024)
@@ -25,7 +25,28 @@ async def _read_body_length(receive) -> int:
     return length
 
 
+async def _echo(receive, send) -> None:
+    """``/ws``: accept the WebSocket, send every message back as it came (text or binary)."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            if message.get("bytes") is not None:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+            else:
+                await send({"type": "websocket.send", "text": message["text"]})
+        elif message["type"] == "websocket.disconnect":
+            return
+
+
 async def app(scope, receive, send) -> None:
+    if scope["type"] == "websocket":
+        if scope["path"] == "/ws":
+            await _echo(receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+        return
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

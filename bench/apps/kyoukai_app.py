@@ -1,4 +1,7 @@
-"""The benchmark app for Kyoukai: a small page, a 1 MiB download and an upload that counts bytes."""
+"""
+The benchmark app for Kyoukai: a small page, a 1 MiB download, an upload that counts bytes and a
+WebSocket echo.
+"""
 
 from werkzeug.wrappers import Response
 
@@ -29,3 +32,10 @@ async def upload(ctx):
     async for chunk in ctx.request.stream:
         length += len(chunk)
     return str(length)
+
+
+@app.websocket("/ws")
+async def echo(ctx):
+    # Every message back as it came, text or binary, until the client closes.
+    async for message in ctx.websocket:
+        await ctx.websocket.send(message)
