@@ -16,12 +16,19 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON_PACKAGES = {"hypercorn": "hypercorn", "matplotlib": "matplotlib", "cryptography": "cryptography"}
 
 
-def ensure_dependencies(*, uvloop: bool) -> None:
+def ensure_dependencies(*, uvloop: bool, uvicorn: bool = False, starlette: bool = False) -> None:
     """
     pip-install the missing Python packages (and Kyoukai itself, editable, from this checkout),
-    and apt-get ``nghttp2-client`` when ``h2load`` is not on ``PATH``.
+    and apt-get ``nghttp2-client`` when ``h2load`` is not on ``PATH``. ``uvicorn`` and
+    ``starlette``: those are asked for too (a uvicorn server, the Starlette app).
     """
-    wanted = dict(PYTHON_PACKAGES, uvloop="uvloop") if uvloop else PYTHON_PACKAGES
+    wanted = dict(PYTHON_PACKAGES)
+    if uvloop:
+        wanted["uvloop"] = "uvloop"
+    if uvicorn:
+        wanted.update(uvicorn="uvicorn", httptools="httptools")
+    if starlette:
+        wanted["starlette"] = "starlette"
     missing = [req for name, req in wanted.items() if importlib.util.find_spec(name) is None]
     install_kyoukai = importlib.util.find_spec("kyoukai") is None
     if install_kyoukai:

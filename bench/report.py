@@ -27,10 +27,20 @@ def median_of(rounds: list[dict[str, Any]]) -> dict[str, float]:
     return medians
 
 
+#: How the table and the chart name each server.
+LABELS = {"kyoukai": "Kyoukai", "kyoukai-asgi": "Kyoukai (ASGI)", "hypercorn": "Hypercorn", "uvicorn": "uvicorn"}
+#: The same, in the headers of the columns that give every server's figure.
+INITIALS = {"kyoukai": "K", "kyoukai-asgi": "KA", "hypercorn": "H", "uvicorn": "U"}
+
+
 def build_row(workload: Workload, rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """One row of the report: both servers' rounds, their medians and the Kyoukai/Hypercorn ratio."""
+    """
+    One row of the report: each server's rounds and medians, and the ratios of the first server
+    (in ``rounds`` order) to each of the others. ``ratio`` is the one to the second server.
+    """
     servers = {name: {"median": median_of(runs), "rounds": runs} for name, runs in rounds.items()}
-    kyoukai, hypercorn = (servers[name]["median"][workload.headline] for name in ("kyoukai", "hypercorn"))
+    first, *others = (servers[name]["median"][workload.headline] for name in servers)
+    ratios = {name: first / other if other else math.nan for name, other in zip(list(servers)[1:], others, strict=True)}
     return {
         "workload": workload.key,
         "title": workload.title,
@@ -38,7 +48,8 @@ def build_row(workload: Workload, rounds: dict[str, list[dict[str, Any]]]) -> di
         "headline": workload.headline,
         "unit": HEADLINE_UNITS[workload.headline],
         "servers": servers,
-        "ratio": kyoukai / hypercorn if hypercorn else math.nan,
+        "ratios": ratios,
+        "ratio": next(iter(ratios.values()), math.nan),
         "problems": [
             f"{name} round {r['round']}: {p}" for name, runs in rounds.items() for r in runs for p in r["problems"]
         ],
@@ -50,23 +61,41 @@ def number(value: float, digits: int = 0) -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def with_unit(value: float, unit: str, *, bold: bool = False) -> str:
+    """``value`` and its unit (digits 2 for ratios, ``x``), or ``-`` for NaN (a server that did not run)."""
+    if math.isnan(value):
+        return "-"
+    text = f"{number(value, 2)}{unit}" if unit == "x" else f"{number(value)} {unit}"
+    return f"**{text}**" if bold else text
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The medians as a Markdown table: Kyoukai | Hypercorn per figure, the ratio of the headline."""
+    """
+    The medians as a Markdown table: the headline figure of each server, the ratios of the
+    first server to the others, then each figure for all servers (in the same order).
+    """
+    names = list(rows[0]["servers"]) if rows else []
+    labels = [LABELS.get(n, n) for n in names]
+    short = " / ".join(INITIALS.get(n, n) for n in names)
     header = (
-        "| workload | h2load | Kyoukai | Hypercorn | Kyoukai/Hypercorn "
-        "| p50 ms (K / H) | p99 ms (K / H) | peak RSS MiB (K / H) | RSS at rest MiB (K / H) |"
+        "| workload | h2load | "
+        + " | ".join(labels)
+        + "".join(f" | {labels[0]}/{label}" for label in labels[1:])
+        + f" | p50 ms ({short}) | p99 ms ({short}) | peak RSS MiB ({short}) | RSS at rest MiB ({short}) |"
     )
-    lines = [header, "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = [header, "|---|---|" + "--:|" * (2 * len(names) - 1 + 4)]
     for row in rows:
-        k, h = row["servers"]["kyoukai"]["median"], row["servers"]["hypercorn"]["median"]
+        medians = [row["servers"][n]["median"] for n in names]
         fig, unit = row["headline"], row["unit"]
+
+        def each(figure: str, digits: int, medians: list[dict[str, float]] = medians) -> str:
+            return " / ".join(number(m[figure], digits) for m in medians)
+
         lines.append(
-            f"| {row['title']} | `{row['h2load']}` "
-            f"| {number(k[fig])} {unit} | {number(h[fig])} {unit} | **{number(row['ratio'], 2)}x** "
-            f"| {number(k['p50_ms'], 2)} / {number(h['p50_ms'], 2)} "
-            f"| {number(k['p99_ms'], 2)} / {number(h['p99_ms'], 2)} "
-            f"| {number(k['rss_mib'], 1)} / {number(h['rss_mib'], 1)} "
-            f"| {number(k['rest_mib'], 1)} / {number(h['rest_mib'], 1)} |"
+            f"| {row['title']} | `{row['h2load']}` | "
+            + " | ".join(with_unit(m[fig], unit) for m in medians)
+            + "".join(f" | {with_unit(row['ratios'][n], 'x', bold=True)}" for n in names[1:])
+            + f" | {each('p50_ms', 2)} | {each('p99_ms', 2)} | {each('rss_mib', 1)} | {each('rest_mib', 1)} |"
         )
     return "\n".join(lines)
 
@@ -93,7 +122,7 @@ def _nan_to_none(value: Any) -> Any:
 
 
 def write_chart(report: dict[str, Any], path: Path) -> Path:
-    """A bar chart per workload: the headline figure of both servers, min-max over rounds as error bars."""
+    """A bar chart per workload: the headline figure of each server, min-max over rounds as error bars."""
     # Imported here: deps.ensure_dependencies() may have just installed it.
     import matplotlib
 
@@ -104,32 +133,37 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
     columns = min(3, len(rows))
     lines = math.ceil(len(rows) / columns)
     fig, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.6 * lines), squeeze=False)
-    colours = {"kyoukai": "#c0392b", "hypercorn": "#7f8c8d"}
+    colours = {"kyoukai": "#c0392b", "kyoukai-asgi": "#e67e22", "hypercorn": "#7f8c8d", "uvicorn": "#2c3e50"}
     for ax, row in zip(axes.flat, rows, strict=False):
         fig_key = row["headline"]
-        names = ["kyoukai", "hypercorn"]
+        names = list(row["servers"])
         medians = [row["servers"][n]["median"][fig_key] for n in names]
         spreads = []
         for n, m in zip(names, medians, strict=True):
-            values = [r[fig_key] for r in row["servers"][n]["rounds"]] or [m]
-            spreads.append((m - min(values), max(values) - m))
+            values = [r[fig_key] for r in row["servers"][n]["rounds"] if not math.isnan(r[fig_key])] or [m]
+            spreads.append((0, 0) if math.isnan(m) else (m - min(values), max(values) - m))
+        # A server that does not speak the row's protocol (uvicorn and HTTP/2) gets no bar.
         ax.bar(
-            ["Kyoukai", "Hypercorn"],
-            medians,
+            [LABELS.get(n, n) for n in names],
+            [0 if math.isnan(m) else m for m in medians],
             yerr=list(zip(*spreads, strict=True)),
             color=[colours[n] for n in names],
             capsize=4,
         )
         for x, m in enumerate(medians):
+            if math.isnan(m):
+                continue
             ax.annotate(number(m), (x, m / 2), ha="center", va="center", color="white", fontsize=10, weight="bold")
-        ax.set_title(f"{row['title']}\n{row['h2load']}: {number(row['ratio'], 2)}x", fontsize=10)
+        ratios = ", ".join(f"{number(r, 2)}x {LABELS.get(n, n)}" for n, r in row["ratios"].items() if not math.isnan(r))
+        ax.set_title(f"{row['title']}\n{row['h2load']}: {ratios}", fontsize=10)
         ax.set_ylabel(row["unit"])
         ax.margins(y=0.15)
     for ax in list(axes.flat)[len(rows) :]:
         ax.set_visible(False)
     settings = report["settings"]
+    versus = " vs ".join(LABELS.get(n, n) for n in rows[0]["servers"]) if rows else ""
     fig.suptitle(
-        f"Kyoukai vs Hypercorn {report['versions'].get('hypercorn', '')}, medians of {settings['rounds']} round(s), "
+        f"{versus}, medians of {settings['rounds']} round(s), "
         f"{settings['duration_s']}s each ({report['date'][:10]}, {report['machine']['cpu']})",
         fontsize=10,
     )

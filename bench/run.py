@@ -1,9 +1,10 @@
 """
-Kyoukai against Hypercorn under h2load, same app, same machine, same run.
+Kyoukai against Hypercorn (and uvicorn) under h2load, same app, same machine, same run.
 
     python bench/run.py [--quick] [--rounds N] [--uvloop] [--only WORKLOAD ...]
+    python bench/run.py --server kyoukai-asgi --server hypercorn --server uvicorn [--app starlette]
 
-Every round runs every workload on both servers (the order alternating from round to round),
+Every round runs every workload on every server (the order reversing from round to round),
 each time on a freshly started server. The table shows the medians over the rounds; it is also
 written to bench/results/ as JSON and as a PNG chart. See bench/README.md.
 """
@@ -16,6 +17,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -27,10 +29,23 @@ from typing import Any
 
 import deps
 import report
-from servers import SERVERS, ServerError, ServerProcess, free_port, make_certificate, server_command
+from servers import (
+    ALL_SERVERS,
+    ASGI_APPS,
+    SERVERS,
+    ServerError,
+    ServerProcess,
+    free_port,
+    make_certificate,
+    server_command,
+    serves,
+)
 from workloads import BIG_BODY, WORKLOAD_KEYS, WORKLOADS, LoadError, Workload, run_h2load
 
 RESULTS = Path(__file__).resolve().parent / "results"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: Share of a core other processes may use during a run before it counts as disturbed.
+OTHERS_CPU_LIMIT = 0.15
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +54,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="rounds to take the median of (default 3; 1 with --quick)")
     parser.add_argument("--duration", type=int, help="measured seconds per run (default 5; 3 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="h2load warm-up seconds before each run (default 1)")
-    parser.add_argument("--uvloop", action="store_true", help="run both servers on uvloop")
+    parser.add_argument("--uvloop", action="store_true", help="run every server on uvloop")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0, metavar="S",
+        help="before each run, wait up to S seconds for a second in which other processes use little CPU (default 30)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server",
+        action="append",
+        choices=ALL_SERVERS,
+        dest="servers",
+        metavar="SERVER",
+        help=f"a server to run (repeatable; the first is compared to the others): {', '.join(ALL_SERVERS)}"
+        f" (default: {' '.join(SERVERS)})",
+    )
+    parser.add_argument(
+        "--app", choices=tuple(ASGI_APPS), default="asgi",
+        help="the ASGI app that kyoukai-asgi, hypercorn and uvicorn serve: the bare one or Starlette (default asgi)",
+    )  # fmt: skip
     parser.add_argument(
         "--only", action="append", choices=WORKLOAD_KEYS, metavar="WORKLOAD",
         help=f"run only this workload (repeatable): {', '.join(WORKLOAD_KEYS)}",
@@ -47,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 5)
+    args.servers = tuple(dict.fromkeys(args.servers or SERVERS))
+    if len(args.servers) < 2:
+        parser.error("--server: name at least two servers to compare")
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
         parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
     return args
@@ -74,7 +109,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     found = {}
-    for dist in ("kyoukai", "hypercorn", "h2", "werkzeug", "httptools", "uvloop"):
+    for dist in ("kyoukai", "hypercorn", "uvicorn", "starlette", "h2", "werkzeug", "httptools", "uvloop"):
         try:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -84,12 +119,48 @@ def versions() -> dict[str, str]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent on anything but idling since boot (``/proc/stat``)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    # Steal is time a neighbour on the host took: it distorts the figures as much as a local process.
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``), 0 if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def own_and_children_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children waited for (h2load)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def wait_until_quiet(limit: float) -> float:
+    """
+    Wait until the machine has been idle (under ``OTHERS_CPU_LIMIT`` of a core busy) for a
+    second, or ``limit`` seconds have passed; the seconds waited.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        busy = machine_busy_seconds()
+        time.sleep(1.0)
+        if machine_busy_seconds() - busy < OTHERS_CPU_LIMIT:
+            break
+    return time.monotonic() - started
+
+
 def measure_once(
     server: str, workload: Workload, round_no: int, args: argparse.Namespace, files: dict[str, Any]
 ) -> dict[str, Any]:
     """Start ``server`` fresh, run ``workload`` against it once, stop it; the round's figures."""
     port = free_port()
-    cmd, cwd = server_command(server, workload.protocol, port, files["certs"], args.uvloop)
+    cmd, cwd = server_command(server, workload.protocol, port, files["certs"], args.uvloop, args.app)
     log_path = files["dir"] / f"{server}-{workload.key}-{round_no}.log"
     result: dict[str, Any] = {"round": round_no, "problems": []}
     proc = ServerProcess(cmd, cwd, port, files["server_cpu"], log_path)
@@ -97,6 +168,10 @@ def measure_once(
         with proc:
             # The peak so far, before any load: the server at rest (imports, listening socket).
             rest = proc.peak_rss_kib()
+            # What the machine, the server and h2load (with this harness) spend during the run:
+            # the rest is other processes, which make the figures say little.
+            started = time.monotonic()
+            cpu_before = machine_busy_seconds(), process_cpu_seconds(proc.process.pid), own_and_children_cpu_seconds()
             measured = run_h2load(
                 workload,
                 port,
@@ -107,6 +182,11 @@ def measure_once(
                 cpu=files["load_cpu"],
             )
             proc.check_alive("under load")
+            cpu_after = machine_busy_seconds(), process_cpu_seconds(proc.process.pid), own_and_children_cpu_seconds()
+            machine_cpu, server_cpu, harness_cpu = (a - b for a, b in zip(cpu_after, cpu_before, strict=True))
+            # Clamped: the three readings are taken at slightly different moments, in clock ticks.
+            result["others_cpu"] = max(0.0, machine_cpu - server_cpu - harness_cpu) / (time.monotonic() - started)
+            result["server_cpu"] = server_cpu / (time.monotonic() - started)
             rss = proc.peak_rss_kib()
     except (ServerError, LoadError) as e:
         result.update(dict.fromkeys(report.FIGURES, math.nan), problems=[str(e).splitlines()[0]], detail=str(e))
@@ -131,11 +211,15 @@ def measure_once(
 def progress(server: str, workload: Workload, result: dict[str, Any], label: str) -> None:
     unit = report.HEADLINE_UNITS[workload.headline]
     print(
-        f"{label} {workload.key:<9} {server:<10} {report.number(result[workload.headline]):>8} {unit:<6}"
+        f"{label} {workload.key:<9} {server:<12} {report.number(result[workload.headline]):>8} {unit:<6}"
         f" p50 {report.number(result['p50_ms'], 2):>7} ms  p99 {report.number(result['p99_ms'], 2):>7} ms"
-        f"  RSS {report.number(result['rss_mib'], 1):>6} MiB",
+        f"  RSS {report.number(result['rss_mib'], 1):>6} MiB"
+        f"  CPU: server {report.number(100 * result.get('server_cpu', math.nan)):>3}%"
+        f", others {report.number(100 * result.get('others_cpu', math.nan)):>3}%",
         flush=True,
     )
+    if result.get("others_cpu", 0) > OTHERS_CPU_LIMIT:
+        print("    ! disturbed: other processes used the CPU during this run", flush=True)
     for problem in result["problems"]:
         print(f"    ! {problem}", flush=True)
     if "server_log" in result and "detail" not in result:
@@ -146,14 +230,18 @@ def progress(server: str, workload: Workload, result: dict[str, Any], label: str
 
 
 def run_benchmark(args: argparse.Namespace, workloads: list[Workload], files: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every round, every workload, both servers; the report rows."""
-    results: dict[str, dict[str, list]] = {w.key: {s: [] for s in SERVERS} for w in workloads}
+    """Every round, every workload, every server that speaks its protocol; the report rows."""
+    results: dict[str, dict[str, list]] = {w.key: {s: [] for s in args.servers} for w in workloads}
     for round_no in range(1, args.rounds + 1):
-        # Alternate who goes first, so neither server always runs on a warmer (or hotter) machine.
-        order = SERVERS if round_no % 2 else tuple(reversed(SERVERS))
+        # Reverse the order every round, so no server always runs on a warmer (or hotter) machine.
+        order = args.servers if round_no % 2 else tuple(reversed(args.servers))
         for workload in workloads:
             for server in order:
+                if not serves(server, workload.protocol):
+                    continue
+                waited = wait_until_quiet(args.quiet_wait) if args.quiet_wait else 0.0
                 result = measure_once(server, workload, round_no, args, files)
+                result["waited_s"] = round(waited, 1)
                 results[workload.key][server].append(result)
                 progress(server, workload, result, f"[round {round_no}/{args.rounds}]")
     return [report.build_row(w, results[w.key]) for w in workloads]
@@ -161,7 +249,7 @@ def run_benchmark(args: argparse.Namespace, workloads: list[Workload], files: di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    deps.ensure_dependencies(uvloop=args.uvloop)
+    deps.ensure_dependencies(uvloop=args.uvloop, uvicorn="uvicorn" in args.servers, starlette=args.app == "starlette")
     # SIGTERM unwinds like Ctrl-C, so every server started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workloads = [w for w in WORKLOADS if not args.only or w.key in args.only]
@@ -169,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC)
     pinning = f"server on core {server_cpu}, h2load on core {load_cpu}" if server_cpu is not None else "not pinned"
+    load_before = os.getloadavg()
     print(
-        f"{len(workloads)} workload(s) x {args.rounds} round(s), {args.warmup}s warm-up + {args.duration}s each, "
-        f"{'uvloop' if args.uvloop else 'asyncio'} loop, {pinning}",
+        f"{len(workloads)} workload(s) x {args.rounds} round(s) on {', '.join(args.servers)} (ASGI app: {args.app}), "
+        f"{args.warmup}s warm-up + {args.duration}s each, {'uvloop' if args.uvloop else 'asyncio'} loop, {pinning}, "
+        f"load average {load_before[0]:.2f}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="kyoukai-bench-") as tmp:
@@ -199,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "loop": "uvloop" if args.uvloop else "asyncio",
+            "servers": list(args.servers),
+            "asgi_app": ASGI_APPS[args.app],
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
             "server_cpu": server_cpu,
             "h2load_cpu": load_cpu,
             "latency_source": "h2load --log-file (per request, measured period only)",
@@ -209,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path = report.write_json(result, RESULTS, stamp)
     chart_path = report.write_chart(result, RESULTS / "latest.png")
     m = result["machine"]
-    print(f"\nMedians of {args.rounds} round(s), {date:%Y-%m-%d}, {m['cpu']}, {m['cores']} cores, {pinning}:\n")
+    load = f"load average {load_before[0]:.2f} before, {result['settings']['load_average_after'][0]:.2f} after"
+    print(
+        f"\nMedians of {args.rounds} round(s), {date:%Y-%m-%d %H:%M} UTC, {m['cpu']}, {m['cores']} cores, {pinning}, "
+        f"{load}, ASGI app: {ASGI_APPS[args.app]}:\n"
+    )
     print(report.format_table(rows))
     problems = [p for row in rows for p in row["problems"]]
     if problems:

@@ -16,7 +16,13 @@ from pathlib import Path
 APPS = Path(__file__).resolve().parent / "apps"
 REPO = APPS.parent.parent
 HOST = "127.0.0.1"
+#: The default pair: Kyoukai with its own app, Hypercorn with the ASGI app.
 SERVERS = ("kyoukai", "hypercorn")
+#: Every server ``server_command`` knows. ``kyoukai-asgi`` is Kyoukai serving the ASGI app the
+#: others serve; ``uvicorn`` speaks HTTP/1.1 only.
+ALL_SERVERS = ("kyoukai", "kyoukai-asgi", "hypercorn", "uvicorn")
+#: The ASGI apps (modules in ``apps/``) that ``kyoukai-asgi``, ``hypercorn`` and ``uvicorn`` serve.
+ASGI_APPS = {"asgi": "asgi_app", "starlette": "starlette_app"}
 #: Seconds a server gets to accept TCP connections on its port.
 READY_TIMEOUT = 30.0
 #: Seconds a server gets to exit after SIGTERM before it is killed.
@@ -42,20 +48,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serves(server: str, protocol: str) -> bool:
+    """Whether ``server`` speaks ``protocol`` (uvicorn has no HTTP/2)."""
+    return server != "uvicorn" or protocol == "h1"
+
+
 def server_command(
-    server: str, protocol: str, port: int, certs: tuple[Path, Path] | None, uvloop: bool
+    server: str, protocol: str, port: int, certs: tuple[Path, Path] | None, uvloop: bool, app: str = "asgi"
 ) -> tuple[list[str], Path]:
     """
     The command line and working directory serving the bench app with ``server``.
 
     :param protocol: ``"h2"`` (HTTP/2 over TLS), ``"h2c"`` (cleartext, prior knowledge) or ``"h1"``.
     :param certs: ``(certfile, keyfile)``, needed for ``"h2"``.
+    :param app: which ASGI app (a key of :data:`ASGI_APPS`) the servers of ASGI apps serve.
     """
     tls = protocol == "h2"
     if tls and certs is None:
         raise ValueError("HTTP/2 over TLS needs a certificate")
-    if server == "kyoukai":
+    if not serves(server, protocol):
+        raise ValueError(f"{server} does not serve {protocol}")
+    module = ASGI_APPS[app]
+    if server in ("kyoukai", "kyoukai-asgi"):
         cmd = [sys.executable, str(APPS / "serve_kyoukai.py"), "--protocol", protocol, "--port", str(port)]
+        if server == "kyoukai-asgi":
+            cmd += ["--app", module]
         if tls:
             cmd += ["--certfile", str(certs[0]), "--keyfile", str(certs[1])]
         if uvloop:
@@ -67,9 +84,15 @@ def server_command(
         cmd = [sys.executable, "serve_hypercorn.py", "--config", "hypercorn.toml", "--bind", f"{HOST}:{port}"]
         if tls:
             cmd += ["--certfile", str(certs[0]), "--keyfile", str(certs[1])]
-        cmd += ["--worker-class", "uvloop" if uvloop else "asyncio", "asgi_app:app"]
+        cmd += ["--worker-class", "uvloop" if uvloop else "asyncio", f"{module}:app"]
         return cmd, APPS
-    raise ValueError(f"unknown server {server!r}; expected one of {SERVERS}")
+    if server == "uvicorn":
+        # One process serving (no supervisor process), httptools, no access log.
+        cmd = [sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port), "--http", "httptools"]
+        cmd += ["--loop", "uvloop" if uvloop else "asyncio", "--log-level", "warning", "--no-access-log"]
+        cmd.append(f"{module}:app")
+        return cmd, APPS
+    raise ValueError(f"unknown server {server!r}; expected one of {ALL_SERVERS}")
 
 
 class ServerProcess:

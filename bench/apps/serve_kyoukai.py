@@ -1,22 +1,27 @@
 """
-Serve ``kyoukai_app`` on one port until killed: HTTP/2 over TLS, cleartext HTTP/2 with prior
-knowledge (h2c), or HTTP/1.1.
+Serve ``kyoukai_app`` (or the ASGI app ``asgi_app`` or ``starlette_app`` with ``--app``) on one
+port until killed: HTTP/2 over TLS, cleartext HTTP/2 with prior knowledge (h2c), or HTTP/1.1.
 
-    python bench/apps/serve_kyoukai.py --protocol h2c --port 8443 [--uvloop]
+    python bench/apps/serve_kyoukai.py --protocol h2c --port 8443 [--app asgi_app] [--uvloop]
 """
 
 import argparse
 import asyncio
+import importlib
 import logging
 
 from asphalt.core import Context
-from kyoukai_app import app
 
 from kyoukai import KyoukaiComponent
 from kyoukai.backends.http2 import H2KyoukaiComponent
 
+#: The modules ``--app`` may name; each has an ``app``.
+APPS = ("kyoukai_app", "asgi_app", "starlette_app")
+
 
 def make_component(args: argparse.Namespace):
+    # The components detect an ASGI app themselves (config key ``interface: auto``).
+    app = importlib.import_module(args.app).app
     if args.protocol == "h1":
         return KyoukaiComponent(app, "127.0.0.1", args.port)
     if args.protocol == "h2c":
@@ -35,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=("h2", "h2c", "h1"), required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--app", choices=APPS, default="kyoukai_app", help="the module whose app to serve")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     parser.add_argument("--uvloop", action="store_true")
