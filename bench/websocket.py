@@ -24,7 +24,6 @@ import json
 import math
 import os
 import pstats
-import resource
 import signal
 import statistics
 import subprocess
@@ -37,7 +36,15 @@ from typing import Any
 
 import deps
 import report
-from run import machine, pick_cpus
+from run import (
+    OTHERS_CPU_LIMIT,
+    machine,
+    machine_busy_seconds,
+    own_and_children_cpu_seconds,
+    pick_cpus,
+    process_cpu_seconds,
+    wait_until_quiet,
+)
 from servers import SERVERS, ServerError, ServerProcess, free_port, server_command
 
 BENCH = Path(__file__).resolve().parent
@@ -47,11 +54,8 @@ CLIENT = BENCH / "ws_client.py"
 SIZE = 1024
 #: Above this share of its core the load client may be what limits the figure.
 CLIENT_CPU_LIMIT = 0.9
-#: Above this share of a core used by other processes during a run, the machine was busy.
-OTHERS_CPU_LIMIT = 0.15
 #: What the issue asks of Kyoukai: at least this many times Hypercorn's figure.
 GOAL = 2.0
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -146,25 +150,6 @@ def run_client(port: int, row: Row, args: argparse.Namespace, cpu: int | None) -
         return json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
         return {"errors": [f"the client exited with {done.returncode} and no result:\n{done.stdout}{done.stderr}"]}
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent on anything but idling since boot (``/proc/stat``)."""
-    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
-    # Steal is time a neighbour on the host took: it distorts the figures as much as a local process.
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def own_and_children_cpu_seconds() -> float:
-    """CPU seconds of this process and of its children waited for (the clients)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def measure_once(server: str, row: Row, round_no: int, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
@@ -300,20 +285,6 @@ def progress(server: str, row: Row, result: dict[str, Any], label: str) -> None:
         print(f"    ! other processes used {percent(result['others_cpu'])} of a core: the machine was busy", flush=True)
     if result.get("detail"):
         print("    " + result["detail"].replace("\n", "\n    "), flush=True)
-
-
-def wait_until_quiet(limit: float) -> float:
-    """
-    Wait until the machine has been idle (other processes under ``OTHERS_CPU_LIMIT`` of a core)
-    for a second, or ``limit`` seconds have passed; the seconds waited.
-    """
-    started = time.monotonic()
-    while time.monotonic() - started < limit:
-        busy = machine_busy_seconds()
-        time.sleep(1.0)
-        if machine_busy_seconds() - busy < OTHERS_CPU_LIMIT:
-            break
-    return time.monotonic() - started
 
 
 def measure(server: str, row: Row, round_no: int, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
