@@ -92,7 +92,51 @@ class WebSocketState(enum.Enum):
     CLOSED = "closed"
 
 
-class WebSocket:
+class WebSocketBase:
+    """
+    What every ``ctx.websocket`` shares, over frames of its own (:class:`WebSocket`) or over a
+    server's messages (ASGI): the state, async iteration and the close after the handler.
+    """
+
+    state: WebSocketState
+    #: How the WebSocket ended, once it has (``None`` while it is open).
+    _end: object | None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the opening response went out."""
+        return self.state is not WebSocketState.CONNECTING
+
+    async def receive(self) -> str | bytes:
+        raise NotImplementedError
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        """The messages until the WebSocket closes (the close ends the loop, whatever its code)."""
+        while True:
+            try:
+                yield await self.receive()
+            except WebSocketDisconnect:
+                return
+
+    async def _end_after_handler(self, error: BaseException | None) -> None:
+        """The handler is done: close with 1000, or with 1011 after an error."""
+        if self.state is not WebSocketState.OPEN or self._end is not None:
+            return
+        try:
+            await self.close(1011 if error is not None else 1000, "internal error" if error is not None else "")
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the connection is gone: nothing more to do
+            logger.debug("Closing a WebSocket after its handler failed.", exc_info=True)
+
+
+class WebSocket(WebSocketBase):
     """
     The WebSocket of a request routed to a WebSocket handler: ``ctx.websocket``.
 
@@ -125,11 +169,6 @@ class WebSocket:
         bind = getattr(channel, "bind", None)
         if bind is not None:
             bind(self)
-
-    @property
-    def accepted(self) -> bool:
-        """Whether the opening response went out."""
-        return self.state is not WebSocketState.CONNECTING
 
     async def accept(self, subprotocol: str | None = None, *, headers: list[tuple[str, str]] | None = None) -> None:
         """
@@ -283,28 +322,6 @@ class WebSocket:
         session.close(code, reason)
         self._handle([])
         await self._ended.wait()
-
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
-        """The messages until the WebSocket closes (the close ends the loop, whatever its code)."""
-        while True:
-            try:
-                yield await self.receive()
-            except WebSocketDisconnect:
-                return
-
-    async def _end_after_handler(self, error: BaseException | None) -> None:
-        """The handler is done: close with 1000, or with 1011 after an error."""
-        if self.state is not WebSocketState.OPEN or self._end is not None:
-            return
-        try:
-            await self.close(1011 if error is not None else 1000, "internal error" if error is not None else "")
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the connection is gone: nothing more to do
-            logger.debug("Closing a WebSocket after its handler failed.", exc_info=True)
 
 
 async def invoke_websocket_route(ctx: HTTPRequestContext, route: Route, params: dict[str, Any]) -> Response:

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -28,7 +28,7 @@ from kyoukai.protocol.fields import check_informational_status, checked_names
 from kyoukai.protocol.ws.handshake import WebSocketOffer
 from kyoukai.protocol.ws.settings import WebSocketSettings
 from kyoukai.settings import ServerSettings
-from kyoukai.websocket import CHANNEL_KEY, WebSocketDisconnect, WebSocketState
+from kyoukai.websocket import CHANNEL_KEY, WebSocketBase, WebSocketDisconnect, WebSocketState
 from kyoukai.wsgi import ResponseParts, prepared_response, to_wsgi_environment
 
 logger = logging.getLogger("kyoukai.asgi")
@@ -434,7 +434,7 @@ class ASGIWebSocketChannel:
         return self.websocket
 
 
-class ASGIWebSocket:
+class ASGIWebSocket(WebSocketBase):
     """
     ``ctx.websocket`` of a WebSocket route served through ASGI: the API of
     :class:`~kyoukai.websocket.WebSocket` over the server's ``websocket.*`` messages.
@@ -461,11 +461,6 @@ class ASGIWebSocket:
         self._waiter: asyncio.Future[None] | None = None
         self._end: tuple[int, str] | None = None
         self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def accepted(self) -> bool:
-        """Whether the WebSocket was accepted."""
-        return self.state is not WebSocketState.CONNECTING
 
     async def accept(self, subprotocol: str | None = None, *, headers: list[tuple[str, str]] | None = None) -> None:
         """
@@ -595,23 +590,6 @@ class ASGIWebSocket:
         self._finish(code, reason)
         with contextlib.suppress(OSError):
             await self._channel.send({"type": "websocket.close", "code": code, "reason": reason})
-
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
-        """The messages until the WebSocket closes (the close ends the loop, whatever its code)."""
-        while True:
-            try:
-                yield await self.receive()
-            except WebSocketDisconnect:
-                return
-
-    async def _end_after_handler(self, error: BaseException | None) -> None:
-        """The handler is done: close with 1000, or with 1011 after an error."""
-        if self.state is not WebSocketState.OPEN or self._end is not None:
-            return
-        await self.close(1011 if error is not None else 1000, "internal error" if error is not None else "")
 
     async def stop_reading(self) -> None:
         """The handler is done: stop taking messages from the server."""
