@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
 
-from kyoukai import debugpage
+from kyoukai import debugpage, loops
 from kyoukai.accesslog import RESPONSE_KEY, START_KEY, AccessLog
 from kyoukai.blueprint import Blueprint
 from kyoukai.body import RequestBody
@@ -207,8 +207,24 @@ class Kyoukai:
     def _add_server_headers(self, response: Response) -> None:
         if self.config.get("server_header", True):
             # The app's own values win (RFC 9110 section 10.2.4 allows one Server field).
-            # (One pass over the names: a missing key in werkzeug's Headers raises.)
             headers = response.headers
+            fields = getattr(headers, "_list", None)
+            if type(fields) is list:
+                # werkzeug's Headers keeps its fields in this list: one pass over it, and the two
+                # constant fields appended as they are (``add`` would check them every time;
+                # prepare_response checks every field before it goes out).
+                server = powered = False
+                for name, _ in fields:
+                    lowered = name.lower()
+                    if lowered == "server":
+                        server = True
+                    elif lowered == "x-powered-by":
+                        powered = True
+                if not server:
+                    fields.append(("Server", SERVER_TOKEN))
+                if not powered:
+                    fields.append(("X-Powered-By", SERVER_TOKEN))
+                return
             present = set(headers.keys(lower=True))
             if "server" not in present:
                 headers.add("Server", SERVER_TOKEN)
@@ -311,12 +327,25 @@ class Kyoukai:
         self.component = component
         await component.start(base_context if base_context is not None else Context())
 
-    def run(self, ip: str = "127.0.0.1", port: int = 4444, *, component: Component | None = None) -> None:
-        """Serve until interrupted, through asphalt's :func:`~asphalt.core.run_application`."""
+    def run(
+        self,
+        ip: str = "127.0.0.1",
+        port: int = 4444,
+        *,
+        component: Component | None = None,
+        loop: str | None = None,
+    ) -> None:
+        """
+        Serve until interrupted, through asphalt's :func:`~asphalt.core.run_application`.
+
+        :param loop: ``"auto"`` (uvloop when installed), ``"asyncio"`` or ``"uvloop"``; default:
+            the environment variable ``KYOUKAI_LOOP``, else ``"auto"`` (see :mod:`kyoukai.loops`).
+        """
+        policy = loops.event_loop_policy(loop)
         if component is None:
             component = self._default_component(ip, port)
         self.component = component
-        run_application(component)
+        run_application(component, event_loop_policy=policy)
 
     def _default_component(self, ip: str, port: int) -> Component:
         factory = type(self).component_factory

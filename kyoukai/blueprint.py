@@ -17,6 +17,8 @@ logger = logging.getLogger("kyoukai")
 
 #: Map adapters kept per distinct host/scheme (bounded: hosts come from clients).
 _ADAPTER_CACHE_SIZE = 256
+#: Matches of rules without arguments kept per host, path and method (bounded likewise).
+_MATCH_CACHE_SIZE = 1024
 
 
 def _wsgi_str(value: str) -> str:
@@ -71,6 +73,7 @@ class Blueprint:
         self.map: Map | None = None
         self._endpoints: dict[str, Route] = {}
         self._adapters: dict[tuple, MapAdapter] = {}
+        self._static_matches: dict[tuple, tuple[Route, Rule, Map]] = {}
         if parent is not None:
             parent.add_child(self)
 
@@ -395,19 +398,33 @@ class Blueprint:
             env.get("SCRIPT_NAME"),
             env.get("HTTP_UPGRADE"),
             env.get("HTTP_CONNECTION"),
+            env.get("PATH_INFO", ""),
+            env["REQUEST_METHOD"],
         )
+        # A rule without arguments matches the same way every time: no converter runs (a
+        # converter's to_python may do anything, so rules with arguments always go to werkzeug).
+        static = self._static_matches.get(key)
+        if static is not None and static[2] is rule_map:
+            return static[0], {}, static[1]
+        adapter_key = key[:7]
         adapters = self._adapters
-        adapter = adapters.get(key)
+        adapter = adapters.get(adapter_key)
         if adapter is None or adapter.map is not rule_map:
             # Binding parses the host and scheme: done once per distinct host, not per request.
             if len(adapters) >= _ADAPTER_CACHE_SIZE:
                 adapters.clear()
-            adapter = adapters[key] = rule_map.bind_to_environ(env)
+            adapter = adapters[adapter_key] = rule_map.bind_to_environ(env)
         rule, matched = adapter.match(
-            path_info=_wsgi_str(env.get("PATH_INFO", "")),
-            method=env["REQUEST_METHOD"],
+            path_info=_wsgi_str(key[7]),
+            method=key[8],
             query_args=_wsgi_str(env.get("QUERY_STRING", "")),
             return_rule=True,
         )
+        route = self._endpoints[rule.endpoint]
+        if not rule.arguments:
+            if len(self._static_matches) >= _MATCH_CACHE_SIZE:
+                self._static_matches.clear()
+            self._static_matches[key] = (route, rule, rule_map)
+            return route, {}, rule
         params = {name: value for name, value in matched.items() if name != ANY_HOST_ARG}
-        return self._endpoints[rule.endpoint], params, rule
+        return route, params, rule

@@ -32,7 +32,7 @@ from typing import Any
 from asphalt.core import Component, Context, run_application
 from asphalt.core.component import component_types
 
-from kyoukai import reload
+from kyoukai import loops, reload
 from kyoukai.app import Kyoukai
 from kyoukai.asgi.serve import INTERFACES, ASGIApplication, served_application
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent
@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--debug", action="store_true", help="answer an unhandled exception with a traceback page (default: off)"
+    )
+    run.add_argument(
+        "--loop",
+        choices=loops.CHOICES,
+        help=f"the event loop: uvloop when installed (auto), asyncio's own, or uvloop "
+        f"(default: ${loops.ENV_VAR}, else auto; with --config, its event_loop_policy key wins over auto)",
     )
     run.add_argument(
         "--reload",
@@ -549,6 +555,11 @@ def serve(args: argparse.Namespace) -> int:
         except Exception as e:
             raise CommandError(f"--config {args.config}: cannot create the root component: {e}") from None
         runner.update(config)
+    if args.loop is not None or "event_loop_policy" not in runner:
+        try:
+            runner["event_loop_policy"] = loops.event_loop_policy(args.loop)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
     try:
         server = DevServer(root, access_log=args.access_log, supervisor=supervisor, listening=inherited)
         run_application(server, **runner)

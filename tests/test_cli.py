@@ -48,7 +48,7 @@ async def a_failing_handler(ctx):
 class KyoukaiCommand:
     """``python -m kyoukai ARGS`` in a subprocess: stdout read line by line as it comes, stderr in a file."""
 
-    def __init__(self, args: list[str], cwd: Path, stderr_path: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, stderr_path: Path, env: dict[str, str] | None = None) -> None:
         self.stderr_path = stderr_path
         self._stderr_file = stderr_path.open("wb")
         self.process = subprocess.Popen(
@@ -57,7 +57,7 @@ class KyoukaiCommand:
             stdout=subprocess.PIPE,
             stderr=self._stderr_file,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.stdout: list[str] = []
         #: Set by a test whose app logs a traceback on purpose.
@@ -121,8 +121,8 @@ def kyoukai(tmp_path: Path) -> Iterator:
     """Start ``python -m kyoukai ARGS`` in a folder: ``kyoukai(args, cwd=tmp_path)``; stopped after the test."""
     started: list[KyoukaiCommand] = []
 
-    def start(args: list[str], cwd: Path = tmp_path) -> KyoukaiCommand:
-        command = KyoukaiCommand(args, cwd, tmp_path / f"stderr-{len(started)}.log")
+    def start(args: list[str], cwd: Path = tmp_path, env: dict[str, str] | None = None) -> KyoukaiCommand:
+        command = KyoukaiCommand(args, cwd, tmp_path / f"stderr-{len(started)}.log", env)
         started.append(command)
         return command
 

@@ -610,3 +610,67 @@ class TestApp:
             return "plain"
 
         assert type(await get(app, "/")) is MyResponse
+
+
+class TestMatchCache:
+    """Matches of rules without arguments are remembered; rules with arguments always run their converters."""
+
+    async def test_a_converter_runs_on_every_request(self, app: TestKyoukai) -> None:
+        from werkzeug.routing import BaseConverter
+
+        calls: list[str] = []
+
+        class Counting(BaseConverter):
+            def to_python(self, value: str) -> str:
+                calls.append(value)
+                return value.upper()
+
+        @app.route("/items/<counting:name>")
+        async def item(ctx, name):
+            return name
+
+        app.finalize(converters={"counting": Counting})
+        for _ in range(3):
+            assert (await get(app, "/items/abc")).get_data() == b"ABC"
+        assert calls == ["abc", "abc", "abc"]
+
+    async def test_params_are_a_new_dict_each_time(self, app: TestKyoukai) -> None:
+        seen: list[dict] = []
+
+        @app.route("/static")
+        async def static(ctx):
+            seen.append(ctx.params)
+            ctx.params["leak"] = True
+            return "ok"
+
+        for _ in range(2):
+            assert (await get(app, "/static")).get_data() == b"ok"
+        assert seen == [{"leak": True}, {"leak": True}]
+        assert seen[0] is not seen[1]
+
+    async def test_the_method_and_host_are_part_of_the_match(self, app: TestKyoukai) -> None:
+        @app.route("/only-get")
+        async def only_get(ctx):
+            return "got"
+
+        assert (await get(app, "/only-get")).status_code == 200
+        assert (await get(app, "/only-get", method="POST")).status_code == 405
+        assert (await get(app, "/only-get", host="other.example")).status_code == 200
+        assert (await get(app, "/only-get", method="DELETE")).status_code == 405
+
+    async def test_a_rebuilt_map_is_matched_afresh(self, app: TestKyoukai) -> None:
+        @app.route("/first")
+        async def first(ctx):
+            return "first"
+
+        assert (await get(app, "/first")).status_code == 200
+        app.root.finalized = False
+        app.root.routes.clear()
+
+        @app.route("/second")
+        async def second(ctx):
+            return "second"
+
+        app.finalize()
+        assert (await get(app, "/first")).status_code == 404
+        assert (await get(app, "/second")).get_data() == b"second"
