@@ -50,7 +50,7 @@ http_date = PerSecond(lambda now: formatdate(now, usegmt=True))
 
 
 def to_wsgi_environment(
-    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    headers: Iterable[tuple[str | bytes, str]] | Mapping[str, str],
     method: str,
     path: str,
     http_version: str,
@@ -65,7 +65,8 @@ def to_wsgi_environment(
     """
     Build a PEP 3333 environ.
 
-    :param headers: header ``(name, value)`` pairs (or a mapping); repeated headers are joined
+    :param headers: header ``(name, value)`` pairs (or a mapping), names as text or latin-1
+        bytes; repeated headers are joined
         with ``, `` (``cookie`` with ``; ``). Names holding ``_`` are dropped: they would be
         indistinguishable from ``-`` once in the environ.
     :param method: the request method.
@@ -90,10 +91,61 @@ def to_wsgi_environment(
         path = rest[end:]
         if not path.startswith("/"):
             path = "/" + path
-    raw_path, _, query = path.partition("?")
+    environ = _base_environ(method, path, http_version, body, scheme, server, peer, protocol)
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        key = _HEADER_KEYS.get(name)
+        if key is None:
+            key = _header_key(name)
+            if key is None:
+                continue
+        if key in _NOT_JOINED:
+            environ[key] = value
+            continue
+        existing = environ.get(key)
+        if existing is None:
+            environ[key] = value
+        else:
+            environ[key] = existing + ("; " if key in _JOINED_WITH_SEMICOLON else ", ") + value
+    return _finish_environ(environ, authority, scheme)
 
+
+#: Header names (as received, str or bytes) and their environ keys, for the names seen most:
+#: bounded, since clients choose the names.
+_HEADER_KEYS: dict[str | bytes, str] = {}
+_HEADER_KEYS_SIZE = 512
+#: Keys PEP 3333 keeps outside ``HTTP_*``: a repeated field replaces, as before.
+_NOT_JOINED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
+
+
+def _header_key(name: str | bytes) -> str | None:
+    """The environ key of a header name (``None``: dropped, for holding ``_``), remembered."""
+    text = name.decode("latin-1") if isinstance(name, bytes) else name
+    if "_" in text:
+        # Indistinguishable from "-" once in the environ.
+        return None
+    key = text.upper().replace("-", "_")
+    if key not in _NOT_JOINED:
+        key = "HTTP_" + key
+    if len(_HEADER_KEYS) < _HEADER_KEYS_SIZE:
+        _HEADER_KEYS[name] = key
+    return key
+
+
+def _base_environ(
+    method: str,
+    path: str,
+    http_version: str,
+    body: Any,
+    scheme: str,
+    server: tuple[str, int] | None,
+    peer: tuple[str, int] | None,
+    protocol: Any,
+) -> dict[str, Any]:
+    """The environ of a request (its target in origin form) without its header fields."""
+    raw_path, _, query = path.partition("?")
     server_host, server_port = (server[0], server[1]) if server else ("", 0)
-    environ: dict[str, Any] = {
+    return {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
@@ -115,20 +167,9 @@ def to_wsgi_environment(
         "wsgi.run_once": False,
         "kyoukai.protocol": protocol,
     }
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in items:
-        if "_" in name:
-            continue
-        key = name.upper().replace("-", "_")
-        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-            environ[key] = value
-            continue
-        key = "HTTP_" + key
-        existing = environ.get(key)
-        if existing is None:
-            environ[key] = value
-        else:
-            environ[key] = existing + ("; " if key in _JOINED_WITH_SEMICOLON else ", ") + value
+
+
+def _finish_environ(environ: dict[str, Any], authority: str | None, scheme: str) -> dict[str, Any]:
     if authority is not None:
         environ["HTTP_HOST"] = authority
     host = environ.get("HTTP_HOST")
@@ -163,7 +204,8 @@ def environ_from_h2(
     """
     method = path = authority = ""
     tunnel = None
-    regular: list[tuple[str, str]] = []
+    # Names stay bytes: to_wsgi_environment remembers the environ key of each.
+    regular: list[tuple[str | bytes, str]] = []
     for name, value in headers:
         if name[:1] == b":":
             if name == b":method":
@@ -177,10 +219,10 @@ def environ_from_h2(
             elif name == b":protocol":
                 tunnel = value.decode("latin-1")
         else:
-            regular.append((name.decode("latin-1"), value.decode("latin-1")))
+            regular.append((name, value.decode("latin-1")))
     if tunnel is not None:
         # (HTTP/2 forbids both fields in a request, so these are the only ones.)
-        regular += [("upgrade", tunnel), ("connection", "upgrade")]
+        regular += [(b"upgrade", tunnel), (b"connection", "upgrade")]
     environ = to_wsgi_environment(
         regular,
         "GET" if tunnel is not None else method,
@@ -258,7 +300,7 @@ def prepare_response(response: Response, environ: dict[str, Any]) -> ResponsePar
     status = response.status_code
     headers = response.headers.to_wsgi_list()
     try:
-        names = checked_names(headers)
+        names = _checked_names(headers)
     except InvalidFieldError:
         response.close()
         raise
@@ -278,6 +320,29 @@ def prepare_response(response: Response, environ: dict[str, Any]) -> ResponsePar
         response.close()
         return ResponseParts(status, reason_phrase(status), headers, b"", None)
     return ResponseParts(status, reason_phrase(status), headers, None, iter_response_body(response))
+
+
+#: Response header lists already checked, and their names (see :func:`checked_names`): most
+#: responses of an app repeat a few lists. Bounded, since values may come from requests.
+_CHECKED: dict[tuple[tuple[str, str], ...], str] = {}
+_CHECKED_SIZE = 1024
+
+
+def _checked_names(headers: list[tuple[str, str]]) -> str:
+    """:func:`checked_names`, remembered for lists of fields that passed unchanged."""
+    try:
+        key = tuple(headers)
+        names = _CHECKED.get(key)
+    except TypeError:  # an unhashable value: checked_names names it
+        return checked_names(headers)
+    if names is None:
+        names = checked_names(headers)
+        if len(headers) == len(key) and all(a is b for a, b in zip(headers, key, strict=True)):
+            # (Only fields that needed no stripping: the check may rewrite the list.)
+            if len(_CHECKED) >= _CHECKED_SIZE:
+                _CHECKED.clear()
+            _CHECKED[key] = names
+    return names
 
 
 #: Environ key under which :meth:`Kyoukai.process_request <kyoukai.app.Kyoukai.process_request>`

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from werkzeug.wrappers import Request, Response
 
+from kyoukai.protocol.fields import InvalidFieldError
 from kyoukai.testing import TestKyoukai
 from kyoukai.wsgi import get_formatted_response, prepare_response, to_wsgi_environment
 
@@ -287,3 +288,22 @@ class TestPrepareResponse:
         parts = prepare_response(response, environ_for())
         assert parts.body is None
         assert [chunk async for chunk in parts.stream] == [b"0;", b"1;", b"2;"]
+
+
+class TestCheckedHeaderLists:
+    """prepare_response remembers header lists that passed; it never remembers a bad or rewritten one."""
+
+    def test_a_bad_list_fails_every_time(self) -> None:
+        for _ in range(3):
+            response = Response("x", headers=[("X-Fine", "yes")])
+            response.headers.add("X-Bad", "ok")
+            response.headers._list[-1] = ("X-Bad", "a\r\nb")  # past werkzeug's own check
+            with pytest.raises(InvalidFieldError, match="X-Bad"):
+                prepare_response(response, {"REQUEST_METHOD": "GET"})
+
+    def test_edge_whitespace_is_stripped_every_time(self) -> None:
+        for _ in range(3):
+            response = Response("x")
+            response.headers._list.append(("X-Padded", " value\t"))
+            parts = prepare_response(response, {"REQUEST_METHOD": "GET"})
+            assert ("X-Padded", "value") in parts.headers
