@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from asphalt.core import Component, Context, Signal, resolve_reference
 
-from kyoukai import debugpage
+from kyoukai import debugpage, loops
 from kyoukai.app import Kyoukai
 from kyoukai.asgi.serve import ASGIApplication, served_application
 
@@ -174,6 +174,12 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         ctx.add_teardown_callback(self.stop)
         scheme = "https" if ssl_context is not None else "http"
         logger.info("Kyoukai serving %s on %s://%s:%d.", self.describe(), scheme, self.ip or "*", self.port)
+        if loops.hint_uvloop(asyncio.get_running_loop()):
+            logger.info(
+                "uvloop is installed but this event loop is asyncio's: 'asphalt run --loop uvloop', or the "
+                "top-level key 'event_loop_policy: uvloop' in the configuration, serves faster (kyoukai run "
+                "and app.run() pick uvloop by themselves)."
+            )
         if self.app.debug:
             debugpage.warn_if_exposed(sock for server in self._servers for sock in server.sockets)
 

@@ -10,6 +10,7 @@ otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 
@@ -47,3 +48,20 @@ def resolve(choice: str | None = None) -> str:
 def event_loop_policy(choice: str | None = None) -> str | None:
     """The ``event_loop_policy`` for :func:`asphalt.core.run_application` (``None``: asyncio's)."""
     return "uvloop" if resolve(choice) == "uvloop" else None
+
+
+_hinted = False
+
+
+def hint_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    """
+    Whether to suggest uvloop to a server started on ``loop``: once per process, when uvloop is
+    installed, ``loop`` is not one of its loops and ``$KYOUKAI_LOOP`` does not ask for asyncio.
+    """
+    global _hinted
+    if _hinted or type(loop).__module__.startswith("uvloop") or os.environ.get(ENV_VAR) == "asyncio":
+        return False
+    if not uvloop_installed():
+        return False
+    _hinted = True
+    return True

@@ -380,7 +380,7 @@ class TestReadme:
 
     def test_setup_commands_come_first(self) -> None:
         text = self.README.read_text()
-        first = text.index("pip install -e . && cd examples/hello && asphalt run config.yml")
+        first = text.index("pip install -e '.[uvloop]' && cd examples/hello && asphalt run --loop uvloop config.yml")
         assert first < text.index("bash tests/run.sh") < text.index(".. code-block:: python")
 
     def test_example_is_the_hello_app(self) -> None:

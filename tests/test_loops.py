@@ -113,3 +113,62 @@ def test_app_run(loop_app: Path, argument: str, expected: str) -> None:
         assert process.stdout is not None
         process.stdout.close()
     assert status == 0
+
+
+class TestHint:
+    """A server started on asyncio's loop while uvloop is installed says how to use uvloop, once."""
+
+    def test_once_on_asyncio(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import asyncio
+
+        monkeypatch.setattr(loops, "_hinted", False)
+        monkeypatch.delenv(loops.ENV_VAR, raising=False)
+        loop = asyncio.new_event_loop()
+        try:
+            assert loops.hint_uvloop(loop) is True
+            assert loops.hint_uvloop(loop) is False
+        finally:
+            loop.close()
+
+    def test_not_on_uvloop_nor_when_asyncio_is_asked_for(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import asyncio
+
+        import uvloop
+
+        monkeypatch.setattr(loops, "_hinted", False)
+        fast = uvloop.new_event_loop()
+        try:
+            assert loops.hint_uvloop(fast) is False
+        finally:
+            fast.close()
+        monkeypatch.setenv(loops.ENV_VAR, "asyncio")
+        loop = asyncio.new_event_loop()
+        try:
+            assert loops.hint_uvloop(loop) is False
+        finally:
+            loop.close()
+
+    def test_asphalt_run_logs_it(self, tmp_path: Path) -> None:
+        (tmp_path / "loopapp.py").write_text(LOOP_APP)
+        port = free_port()
+        (tmp_path / "config.yml").write_text(
+            f"component:\n  type: kyoukai\n  app: loopapp:app\n  ip: 127.0.0.1\n  port: {port}\n"
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "asphalt", "run", "config.yml"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=0,
+            env={**os.environ, loops.ENV_VAR: "", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tmp_path)},
+        )
+        assert process.stdout is not None
+        try:
+            wait_until_listening(process, port)
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "asyncio"
+        finally:
+            process.terminate()
+            process.wait(10)
+            output = process.stdout.read().decode()
+            process.stdout.close()
+        assert "uvloop is installed but this event loop is asyncio's" in output, output
