@@ -9,6 +9,7 @@ is in :mod:`kyoukai.backends.h2_handler`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +42,12 @@ class H2State(RequestBody):
     """
 
     def __init__(self, headers: list[tuple[bytes, bytes]], stream_id: int, protocol: H2KyoukaiProtocol) -> None:
+        # The credit goes back through the protocol, not a method of this object: a bound method
+        # kept on it would be a reference cycle, left for the cyclic collector once per request.
         super().__init__(
-            max_size=protocol.settings.max_body_size, on_consumed=self._credit, timeout=protocol.settings.body_timeout
+            max_size=protocol.settings.max_body_size,
+            on_consumed=functools.partial(protocol.acknowledge, stream_id),
+            timeout=protocol.settings.body_timeout,
         )
         self.stream_id = stream_id
         self.protocol = protocol
@@ -64,10 +69,6 @@ class H2State(RequestBody):
         if H2_PROTOCOL_KEY in self.environ:
             super().feed_eof()
             self.channel = H2WebSocketChannel(self)
-
-    def _credit(self, size: int) -> None:
-        # Returns flow-control credit (named so as not to replace RequestBody._consumed, which keeps `buffered`).
-        self.protocol.acknowledge(self.stream_id, size)
 
     def insert_data(self, data: bytes, wake: bool = True) -> None:
         """Add request body data received on the stream (see :meth:`feed` for ``wake``)."""
