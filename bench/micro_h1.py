@@ -4,7 +4,8 @@ requests are fed to ``KyoukaiProtocol.data_received`` in batches of 10 and the r
 written to a transport that only counts bytes. It isolates the server's own cost from the
 network and the load generator, for profiling work; ``--profile`` prints cProfile's top
 functions. The time is the process's CPU time (steadier than the wall clock on a busy machine),
-the best of ``--rounds`` runs.
+the best of ``--rounds`` runs. A server that stops answering fails the run, saying how many
+responses arrived, instead of hanging it.
 
     python bench/micro_h1.py [--profile] [--requests N] [--rounds N]
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).with_name("apps")))
 
 from kyoukai_app import app  # noqa: E402
-from micro_h2 import CountingTransport  # noqa: E402
+from micro_h2 import TURNS_PER_CHECK, CountingTransport, Deadline  # noqa: E402
 
 from kyoukai.asphalt import KyoukaiComponent  # noqa: E402
 from kyoukai.backends.httptools_ import KyoukaiProtocol  # noqa: E402
@@ -41,19 +42,24 @@ async def measure(requests: int, profiler: cProfile.Profile | None = None) -> fl
     protocol = KyoukaiProtocol(component, None)
     protocol.connection_made(transport)
     metrics = protocol.metrics
+    deadline = Deadline()
     if profiler is not None:
         profiler.enable()
     start = time.process_time()
     for _ in range(batches):
         expected = metrics.requests + BATCH
         protocol.data_received(chunk)
+        turns = 0
         while metrics.requests < expected:
             await asyncio.sleep(0)
+            turns += 1
+            if turns == TURNS_PER_CHECK:
+                turns = 0
+                deadline.check(metrics.requests, expected, transport)
     elapsed = time.process_time() - start
     if profiler is not None:
         profiler.disable()
-    if transport.closing:
-        raise RuntimeError("the server closed the connection during the run")
+    deadline.check(metrics.requests, batches * BATCH, transport)
     protocol.connection_lost(None)
     return elapsed / (batches * BATCH) * 1e6
 
