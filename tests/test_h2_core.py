@@ -7,6 +7,8 @@ hyperframe frames and an HPACK codec, sends what h2 refuses to and keeps reading
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from collections import defaultdict
 from typing import Any
 
@@ -16,7 +18,8 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.settings import SettingCodes
+from h2.exceptions import InvalidSettingsValueError
+from h2.settings import SettingCodes, Settings
 from h2client import parse_frames
 from hyperframe.frame import (
     ContinuationFrame,
@@ -30,6 +33,7 @@ from hyperframe.frame import (
 )
 
 from kyoukai.protocol import events as ev
+from kyoukai.protocol.h2 import compat
 from kyoukai.protocol.h2.connection import DRAIN_PING, DRAIN_PING_TIMEOUT, H2ServerConnection
 from kyoukai.protocol.h2.scheduler import QUANTUM
 from kyoukai.settings import ServerSettings
@@ -521,7 +525,7 @@ def test_stream_stalled_on_a_closed_window_for_send_timeout_is_cancelled() -> No
     link.to_client()
     assert link.resets() == {stalled: ErrorCodes.CANCEL}
     assert list(link.core.streams) == [other]
-    assert link.core.scheduler.stalled == set()
+    assert not link.core.scheduler.stalled
 
 
 def test_request_body_left_after_the_response_is_reset_no_error_after_discard_timeout() -> None:
@@ -695,3 +699,62 @@ def test_h2c_upgrade_serves_stream_1() -> None:
     assert [e.data for e in of_type(events, h2.events.DataReceived)] == [b"hi"]
     assert of_type(events, h2.events.StreamEnded)
     assert core.streams == {}
+
+
+# memory
+
+
+def test_an_idle_connection_holds_little_memory() -> None:
+    # Past the SETTINGS exchange and before any stream: no deques, rings or tables yet (h2's
+    # settings alone held a dozen deques, about 700 bytes each).
+    settings = ServerSettings()
+
+    def idle() -> H2ServerConnection:
+        core = H2ServerConnection(settings, FakeClock())
+        assert core.receive_data(PREFACE + SettingsFrame(0).serialize()) == []
+        assert core.data_to_send()  # its SETTINGS, and the ACK of the client's
+        assert core.receive_data(SettingsFrame(0, flags=["ACK"]).serialize()) == []
+        return core
+
+    idle()  # what the first connection makes once (caches, module state) is not counted
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        cores = [idle() for _ in range(50)]
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert not any(core.closed for core in cores)
+    assert grown / len(cores) < 10 * 1024, f"{grown / len(cores):.0f} bytes per idle connection"
+
+
+def test_compact_settings_answer_as_h2s_own() -> None:
+    steps: list[dict[int, int] | None] = [
+        {SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20, SettingCodes.MAX_HEADER_LIST_SIZE: 8192},
+        None,  # an ACK
+        {SettingCodes.MAX_FRAME_SIZE: 20_000},
+        {SettingCodes.MAX_FRAME_SIZE: 30_000, 0x99: 7},  # two changes in flight, an unknown setting
+        None,
+        None,
+    ]
+
+    def acknowledged(settings: Settings) -> dict[int, tuple[int | None, int]]:
+        return {key: (change.original_value, change.new_value) for key, change in settings.acknowledge().items()}
+
+    def values(settings: Settings) -> dict[int, int | None]:
+        return {key: settings.get(key) for key in settings}  # (None: proposed, not in force yet)
+
+    ours, theirs = compat.compact_settings(False), Settings(client=False)
+    for step in steps:
+        if step is None:
+            assert acknowledged(ours) == acknowledged(theirs)
+        else:
+            ours.update(step)
+            theirs.update(step)
+        assert values(ours) == values(theirs)
+    with pytest.raises(InvalidSettingsValueError):
+        ours[SettingCodes.ENABLE_PUSH] = 2
+    assert values(ours) == values(theirs)

@@ -413,7 +413,7 @@ class World:
         alive = {stream_id for stream_id, app in self.app.items() if app.alive}
         unfinished = {stream_id for stream_id, stream in core.streams.items() if not stream.finished}
         assert alive == unfinished, (alive, unfinished)
-        assert core.scheduler.stalled <= set(core.streams.values())
+        assert set(core.scheduler.stalled) <= set(core.streams.values())
         for stream_id, stream in self.client_streams.items():
             if stream.ended_by_server:
                 app = self.app[stream_id]

@@ -21,10 +21,15 @@ from h2.stream import StreamClosedBy
 
 #: Code 0 is "closed, cause unknown" (h2 records ``None`` for implicitly closed streams).
 _MEMBERS: tuple[StreamClosedBy | None, ...] = (None, *StreamClosedBy)
-_CODES = {member: code for code, member in enumerate(_MEMBERS)}
+#: The code of each cause, by its value (an int hashes in C, an Enum member in Python).
+_CODES = {member._value_: code for code, member in enumerate(_MEMBERS) if member is not None}
 
 #: The ring starts this small and doubles as stream ids grow, up to ``max_span``.
 _FIRST_SPAN = 64
+#: The record of a connection whose streams are all open yet: one slot that is never written
+#: (stream 0 is never recorded, every other id grows the ring first).
+_NO_IDS = array("I", [0])
+_NO_CODES = bytearray(1)
 
 
 class ClosedStreams:
@@ -41,12 +46,13 @@ class ClosedStreams:
         if max_span < _FIRST_SPAN or max_span & (max_span - 1):
             raise ValueError(f"max_span must be a power of two of at least {_FIRST_SPAN}, not {max_span}")
         self._max_span = max_span
-        self._ids = array("I", bytes(4 * _FIRST_SPAN))
-        self._codes = bytearray(_FIRST_SPAN)
-        self._mask = _FIRST_SPAN - 1
+        # One empty slot, shared, until the first stream closes (then _FIRST_SPAN slots).
+        self._ids = _NO_IDS
+        self._codes = _NO_CODES
+        self._mask = 0
 
     def _grow(self, stream_id: int) -> None:
-        span = len(self._codes)
+        span = max(len(self._codes), _FIRST_SPAN)
         while span <= stream_id and span < self._max_span:
             span *= 2
         ids, codes = self._ids, self._codes
@@ -63,7 +69,7 @@ class ClosedStreams:
             self._grow(stream_id)
         slot = stream_id & self._mask
         self._ids[slot] = stream_id
-        self._codes[slot] = _CODES[closed_by]
+        self._codes[slot] = 0 if closed_by is None else _CODES[closed_by._value_]
 
     def __contains__(self, stream_id: object) -> bool:
         return isinstance(stream_id, int) and stream_id > 0 and self._ids[stream_id & self._mask] == stream_id

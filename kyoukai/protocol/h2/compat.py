@@ -11,9 +11,10 @@ deliberate step (extend :data:`TESTED_H2`, run the HTTP/2 tests on both ends of 
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import h2
@@ -21,11 +22,14 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
+import h2.stream
 import hpack.hpack
-from h2.connection import ConnectionInputs, ConnectionState
+from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2.stream import StreamClosedBy, StreamInputs
+from h2.stream import H2Stream, H2StreamStateMachine, StreamClosedBy, StreamInputs, StreamState
+from h2.utilities import is_informational_response, normalize_inbound_headers
 from hpack.table import HeaderTable
 from hyperframe.frame import RstStreamFrame
 
@@ -67,13 +71,121 @@ __all__ = [
     "allow_unlimited_streams",
     "charge_data",
     "check_h2_version",
+    "compact_settings",
     "connection_closed",
     "install_coders",
     "open_stream_count",
     "quiet_hpack_debug_logging",
     "send_response_head",
     "stream_or_none",
+    "take_output",
 ]
+
+
+class _SettingValues(list):
+    """The current value of a setting and those proposed after it, while some are (h2 keeps a deque)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+#: One-value tuples of the setting values seen, shared by every connection (up to a bound: the
+#: peer chooses its values).
+_SETTLED: dict[int | None, tuple[int | None]] = {}
+_SETTLED_KEPT = 256
+
+
+def _settled(value: int | None) -> tuple[int | None]:
+    settled = _SETTLED.get(value)
+    if settled is None:
+        settled = (value,)
+        if len(_SETTLED) < _SETTLED_KEPT:
+            _SETTLED[value] = settled
+    return settled
+
+
+class CompactSettings(h2.settings.Settings):
+    """
+    h2's settings, small: a setting with no change in flight is a one-value tuple shared by
+    every connection, where h2 keeps a deque for each (about 700 bytes, a dozen per
+    connection); a change made turns it into a list until it is acknowledged.
+    """
+
+    def __init__(self, client: bool = True, initial_values: dict[Any, int] | None = None) -> None:
+        super().__init__(client, initial_values)
+        self._settings = {key: _settled(values[0]) for key, values in self._settings.items()}  # type: ignore[misc]
+
+    def __setitem__(self, key: Any, value: int) -> None:
+        values = self._settings.get(key)
+        if values.__class__ is tuple:
+            self._settings[key] = _SettingValues(values)
+        super().__setitem__(key, value)
+
+    def acknowledge(self) -> dict:
+        changed = super().acknowledge()
+        settings = self._settings
+        for key in changed:
+            if len(settings[key]) == 1:
+                settings[key] = _settled(settings[key][0])  # type: ignore[assignment]
+        return changed
+
+
+def compact_settings(client: bool, initial_values: dict[Any, int] | None = None) -> h2.settings.Settings:
+    """A settings object for h2's ``local_settings`` or ``remote_settings``, small in memory."""
+    return CompactSettings(client, initial_values)
+
+
+def _transitions_hold() -> bool:
+    """
+    Whether h2's state machines make the transitions the fast paths below make without them:
+    the first request head opens a server connection, and on an open one headers and data in
+    either direction change nothing; a request head opens a stream (and its END_STREAM
+    half-closes it); a response head, data and the end of the stream change what h2's tables
+    say they change.
+    """
+    streams: dict = h2.stream._transitions
+    connection: dict = H2ConnectionStateMachine._transitions
+    machine = H2StreamStateMachine
+    open_, remote_closed = StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE
+    expected = {
+        (StreamState.IDLE, StreamInputs.RECV_HEADERS): (machine.request_received, open_),
+        (open_, StreamInputs.RECV_END_STREAM): (machine.stream_half_closed, remote_closed),
+        (open_, StreamInputs.SEND_HEADERS): (machine.response_sent, open_),
+        (remote_closed, StreamInputs.SEND_HEADERS): (machine.response_sent, remote_closed),
+        (open_, StreamInputs.SEND_DATA): (None, open_),
+        (remote_closed, StreamInputs.SEND_DATA): (None, remote_closed),
+        (open_, StreamInputs.SEND_END_STREAM): (None, StreamState.HALF_CLOSED_LOCAL),
+        (remote_closed, StreamInputs.SEND_END_STREAM): (machine.send_end_stream, StreamState.CLOSED),
+    }
+    server_open = ConnectionState.SERVER_OPEN
+    unchanged = (ConnectionInputs.RECV_HEADERS, ConnectionInputs.SEND_HEADERS, ConnectionInputs.SEND_DATA)
+    return (
+        all(streams.get(key) == value for key, value in expected.items())
+        and all(connection.get((server_open, step)) == (None, server_open) for step in unchanged)
+        and connection.get((ConnectionState.IDLE, ConnectionInputs.RECV_HEADERS)) == (None, server_open)
+    )
+
+
+#: Whether the fast paths may stand in for h2's state machines (checked against h2's own tables).
+FAST_TRANSITIONS = _transitions_hold()
+_SERVER_OPEN, _IDLE_CONNECTION = ConnectionState.SERVER_OPEN, ConnectionState.IDLE
+_END_STREAM_FLAG = 0x1
+_INITIAL_WINDOW_SIZE = SettingCodes.INITIAL_WINDOW_SIZE
+_OPEN, _CLOSED = StreamState.OPEN, StreamState.CLOSED
+_HALF_CLOSED_REMOTE, _HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_REMOTE, StreamState.HALF_CLOSED_LOCAL
+#: h2 4.3 made its events dataclasses that take their fields as arguments.
+_EVENTS_TAKE_FIELDS = dataclasses.is_dataclass(h2.events.RequestReceived)
+
+
+def _stream_event(kind: type, stream_id: int) -> Any:
+    """An h2 event of ``kind`` for ``stream_id``, made the way the installed h2 makes them."""
+    if _EVENTS_TAKE_FIELDS:
+        return kind(stream_id=stream_id)
+    event = kind()
+    event.stream_id = stream_id
+    return event
 
 
 class ResetBudgetExceeded(h2.exceptions.ProtocolError):
@@ -86,6 +198,10 @@ class ResetBudgetExceeded(h2.exceptions.ProtocolError):
         self.violation = violation
 
 
+#: Per class of connection: frame class to the function receiving it (made from h2's table).
+_FRAME_FUNCTIONS: dict[type, dict[type, Callable[..., tuple[list, list]]]] = {}
+
+
 class ServerH2Connection(h2.connection.H2Connection):
     """
     h2's connection with these changes:
@@ -94,6 +210,12 @@ class ServerH2Connection(h2.connection.H2Connection):
       reset, where h2 answers every DATA frame on it with another RST_STREAM (a client still
       uploading would get one per frame).
     - Closed streams are remembered in a :class:`ClosedStreams` ring, not an ordered dict.
+    - The settings are :class:`CompactSettings`, and frames are dispatched through a table of
+      the class's functions rather than a dict of bound methods made for each connection
+      (which also kept every connection in a reference cycle).
+    - A request head that opens a stream (the usual HEADERS frame) is read in fewer steps
+      (:meth:`receive_data_and_heads`, :meth:`_open_request_stream`): same checks, same state,
+      same events, tested against h2's own path by ``tests/test_h2_core_fastpath.py``.
     - :meth:`_receive_frame` does not build ``repr(frame)`` for a trace line nobody logs: for a
       DATA frame that hex-encodes the whole payload.
     - DATA that does not add up to the request's ``content-length`` is a stream error
@@ -114,11 +236,23 @@ class ServerH2Connection(h2.connection.H2Connection):
         # How the last 4096 client streams were closed, in 40 KiB at most.
         self._closed_streams = ClosedStreams()  # type: ignore[assignment]
         self._count_reset = count_reset
+        self.remote_settings = CompactSettings(client=not config.client_side)
+        table = self.__dict__.pop("_frame_dispatch_table")
+        functions = _FRAME_FUNCTIONS.get(type(self))
+        if functions is None:
+            functions = _FRAME_FUNCTIONS[type(self)] = {kind: method.__func__ for kind, method in table.items()}
+        #: Frame class to the function that receives it, shared by the connections of a class.
+        self._frame_functions = functions
+        #: Whether h2 hands request heads over as they are decoded, cookies joined (what
+        #: _open_request_stream does itself).
+        self._plain_heads = (
+            not config.validate_inbound_headers and not config.header_encoding and config.normalize_inbound_headers
+        )
 
     def _receive_frame(self, frame: Any) -> list:
         # h2 4.x's H2Connection._receive_frame without its eager repr(frame).
         try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+            frames, events = self._frame_functions[frame.__class__](self, frame)
         except h2.exceptions.StreamClosedError as e:
             if self._stream_is_closed_by_reset(e.stream_id):
                 f = RstStreamFrame(e.stream_id)
@@ -138,8 +272,104 @@ class ServerH2Connection(h2.connection.H2Connection):
             else:
                 raise
         else:
-            self._prepare_for_sending(frames)
+            if frames:
+                self._prepare_for_sending(frames)
         return events
+
+    def receive_data_and_heads(self, data: bytes, heads: Iterable[int]) -> list:
+        """
+        h2's ``receive_data``, except that the request heads at offsets ``heads`` of ``data``
+        (whole HEADERS frames with END_HEADERS, no padding and no priority, from the guard) are
+        read here without h2's frame parser when they open a new stream outside a header block;
+        every other frame, in order, goes through h2.
+        """
+        if not FAST_TRANSITIONS:
+            return self.receive_data(data)
+        events: list = []
+        pos = 0
+        buffer = self.incoming_buffer
+        for start in heads:
+            if start > pos:
+                # (Whole frames, the preface included: h2 holds no partial frame after them.)
+                events += self.receive_data(data[pos:start])
+                pos = start
+            stream_id = int.from_bytes(data[start + 5 : start + 9], "big") & 0x7FFFFFFF
+            length = int.from_bytes(data[start : start + 3], "big")
+            if buffer._headers_buffer or length > self.max_inbound_frame_size or not self._opens_stream(stream_id):
+                continue  # h2 reads it with what follows (and finds what is wrong with it)
+            try:
+                _, opened = self._open_request_stream(
+                    stream_id, bool(data[start + 4] & _END_STREAM_FLAG), data[start + 9 : start + 9 + length]
+                )
+            except h2.exceptions.ProtocolError as e:
+                # As h2's receive_data does.
+                self._terminate_connection(e.error_code)
+                raise
+            events += opened
+            pos = start + 9 + length
+        if pos < len(data):
+            events += self.receive_data(data[pos:] if pos else data)
+        return events
+
+    def _opens_stream(self, stream_id: int) -> bool:
+        """Whether a HEADERS frame on ``stream_id`` opens a new client stream on a connection still open."""
+        # (A server's streams are the client's: push is off, every id h2 holds is at most the highest.)
+        return (
+            stream_id & 1 == 1
+            and stream_id > self.highest_inbound_stream_id
+            and (self.state_machine.state is _SERVER_OPEN or self.state_machine.state is _IDLE_CONNECTION)
+        )
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list, list]:
+        if not FAST_TRANSITIONS or not self._opens_stream(frame.stream_id) or "PRIORITY" in frame.flags:
+            return super()._receive_headers_frame(frame)
+        return self._open_request_stream(frame.stream_id, "END_STREAM" in frame.flags, frame.data)
+
+    def _open_request_stream(self, stream_id: int, end_stream: bool, block: bytes) -> tuple[list, list]:
+        """
+        A request head opening a new stream, the common case, in fewer steps than h2's
+        ``_receive_headers_frame`` (same checks, same state, same events).
+        """
+        # As open_inbound_streams does before a new stream: forget the closed ones (the count
+        # itself is not needed, h2's limit is lifted).
+        streams = self.streams
+        closed = [sid for sid, stream in streams.items() if stream.state_machine.state is _CLOSED]
+        for sid in closed:
+            self._closed_streams[sid] = streams.pop(sid).state_machine.stream_closed_by
+        headers = h2.connection._decode_headers(self.decoder, block)
+        # IDLE, RECV_HEADERS: SERVER_OPEN (SERVER_OPEN stays).
+        self.state_machine.state = _SERVER_OPEN
+        # h2's _begin_new_stream, less the checks made before and its debug log calls.
+        stream = H2Stream(
+            stream_id,
+            config=self.config,
+            inbound_window_size=self.local_settings._settings[_INITIAL_WINDOW_SIZE][0],
+            outbound_window_size=self.remote_settings._settings[_INITIAL_WINDOW_SIZE][0],
+        )
+        stream.max_outbound_frame_size = self.max_outbound_frame_size
+        streams[stream_id] = stream
+        self.highest_inbound_stream_id = stream_id
+        if not self._plain_heads or is_informational_response(headers):
+            return stream.receive_headers(headers, end_stream, self.config.header_encoding)
+        machine = stream.state_machine
+        # IDLE, RECV_HEADERS: request_received, OPEN.
+        machine.state = _OPEN
+        machine.client = False
+        machine.headers_received = True
+        event = _stream_event(h2.events.RequestReceived, stream_id)
+        events = [event]
+        if end_stream:
+            # OPEN, RECV_END_STREAM: stream_half_closed, HALF_CLOSED_REMOTE.
+            machine.state = _HALF_CLOSED_REMOTE
+            event.stream_ended = ended = _stream_event(h2.events.StreamEnded, stream_id)
+            events.append(ended)
+        stream._initialize_content_length(headers)
+        for name, _ in headers:
+            if name == b"cookie":
+                headers = normalize_inbound_headers(headers, None)  # type: ignore[arg-type]
+                break
+        event.headers = headers if headers.__class__ is list else list(headers)
+        return [], events
 
     def _prepare_for_sending(self, frames: list) -> None:
         count_reset = self._count_reset
@@ -198,7 +428,7 @@ def allow_unlimited_streams(conn: h2.connection.H2Connection) -> None:
     h2; the core refuses such a stream alone, RFC 9113 section 5.1.2). Call it after the
     advertised value was serialised.
     """
-    conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = collections.deque([2**31 - 1])
+    conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = _settled(2**31 - 1)  # type: ignore[assignment]
 
 
 def install_coders(conn: h2.connection.H2Connection, encoder: Any, decoder: Any) -> None:
@@ -208,6 +438,11 @@ def install_coders(conn: h2.connection.H2Connection, encoder: Any, decoder: Any)
     """
     conn.encoder = encoder
     conn.decoder = decoder
+
+
+def take_output(conn: h2.connection.H2Connection) -> bytes:
+    """What h2 queued to send (``data_to_send``), without making two empty buffers when it is nothing."""
+    return conn.data_to_send() if conn._data_to_send else b""
 
 
 def connection_closed(conn: h2.connection.H2Connection) -> bool:
@@ -236,13 +471,36 @@ def send_response_head(conn: h2.connection.H2Connection, stream: Any, headers: l
 
     :raises h2.exceptions.ProtocolError: if the stream cannot send headers now.
     """
-    conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-    stream.state_machine.process_input(StreamInputs.SEND_HEADERS)
+    if conn.state_machine.state is not _SERVER_OPEN or not FAST_TRANSITIONS:
+        conn.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+    machine = stream.state_machine
+    state = machine.state
+    if (
+        (state is _HALF_CLOSED_REMOTE or state is _OPEN)
+        and machine.client is False
+        and not machine.headers_sent
+        and FAST_TRANSITIONS
+    ):
+        # The first response head on a server stream: response_sent, the state unchanged.
+        machine.headers_sent = True
+    else:
+        machine.process_input(StreamInputs.SEND_HEADERS)
     block = conn.encoder.encode(headers)
     stream.request_method = None  # as h2's send_headers leaves it for a response
     if end_stream:
-        stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        _send_end_stream(machine)
     return block
+
+
+def _send_end_stream(machine: Any) -> None:
+    state = machine.state
+    if state is _HALF_CLOSED_REMOTE and FAST_TRANSITIONS:
+        machine.state = _CLOSED
+        machine.stream_closed_by = StreamClosedBy.SEND_END_STREAM
+    elif state is _OPEN and FAST_TRANSITIONS:
+        machine.state = _HALF_CLOSED_LOCAL
+    else:
+        machine.process_input(StreamInputs.SEND_END_STREAM)
 
 
 def charge_data(conn: h2.connection.H2Connection, stream: Any, size: int, end_stream: bool) -> None:
@@ -253,24 +511,43 @@ def charge_data(conn: h2.connection.H2Connection, stream: Any, size: int, end_st
 
     :raises h2.exceptions.ProtocolError: if the stream cannot send data now.
     """
+    machine = stream.state_machine
     if size:
-        conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        stream.state_machine.process_input(StreamInputs.SEND_DATA)
+        if conn.state_machine.state is not _SERVER_OPEN or not FAST_TRANSITIONS:
+            conn.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        state = machine.state
+        if not (state is _HALF_CLOSED_REMOTE or state is _OPEN) or not FAST_TRANSITIONS:
+            machine.process_input(StreamInputs.SEND_DATA)
         conn.outbound_flow_control_window -= size
         stream.outbound_flow_control_window -= size
     if end_stream:
-        stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        _send_end_stream(machine)
+
+
+class _NoEntries(tuple):
+    """An empty dynamic table's entries, shared: the deque (about 700 bytes) comes with the first entry."""
+
+    __slots__ = ()
+
+    def clear(self) -> None:
+        return None
+
+
+_NO_ENTRIES = _NoEntries()
 
 
 class VersionedHeaderTable(HeaderTable):
-    """hpack's dynamic table, counting its changes in :attr:`version`."""
+    """hpack's dynamic table, counting its changes in :attr:`version`; its deque made at the first entry."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.dynamic_entries = _NO_ENTRIES  # type: ignore[assignment]
         self.version = 0
 
     def add(self, name: bytes, value: bytes) -> None:
         self.version += 1
+        if self.dynamic_entries is _NO_ENTRIES:
+            self.dynamic_entries = deque()
         super().add(name, value)
 
     def _set_maxsize(self, newmax: int) -> None:

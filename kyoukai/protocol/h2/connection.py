@@ -36,13 +36,24 @@ from kyoukai.protocol.fields import CONNECTION_SPECIFIC_NAMES
 from kyoukai.protocol.h2 import compat
 from kyoukai.protocol.h2.guard import ConnectionGuard, Opening, Violation
 from kyoukai.protocol.h2.hpack import MemoDecoder, MemoEncoder
-from kyoukai.protocol.h2.scheduler import DATA, END_STREAM, Scheduler, frame_header, header_frames
+from kyoukai.protocol.h2.scheduler import DATA, END_STREAM, FRAME_HEADER, Scheduler, header_frames
 from kyoukai.protocol.h2.stream import Stream
-from kyoukai.protocol.h2.validation import SUPPORTED_PROTOCOLS, check_request_headers, check_trailers, connect_protocol
+from kyoukai.protocol.h2.validation import SUPPORTED_PROTOCOLS, check_trailers, inspect_request
 from kyoukai.settings import ServerSettings
 from kyoukai.wsgi import format_head
 
 logger = logging.getLogger("kyoukai.http2")
+
+#: h2's configuration, the same for every connection (h2 only reads it).
+_H2_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    # Request headers are checked by inspect_request (one pass, and a malformed request
+    # is a stream error); response fields by kyoukai.protocol.fields.
+    validate_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
 
 #: The opaque data of the PING that makes the first step of a graceful shutdown.
 DRAIN_PING = b"kyoukai\x01"
@@ -61,11 +72,34 @@ def response_block(status: int | str, fields: list[tuple[str, str]]) -> list[tup
     less the connection-specific ones.
     """
     block = [(":status", str(status))]
+    names = _block_names
     for name, value in fields:
-        lname = name.lower()
-        if lname not in CONNECTION_SPECIFIC_NAMES:
+        lname = names.get(name, _UNSEEN)
+        if lname is _UNSEEN:
+            lname = _block_name(name)
+        if lname is not None:
             block.append((lname, value))
     return block
+
+
+#: Field names as a response block has them: lowercase, or ``None`` for a connection-specific
+#: field (left out). Most responses repeat a few names: they are looked up, not lowercased.
+_block_names: dict[str, str | None] = {}
+#: How many names are remembered (all are forgotten when full), and the longest.
+_BLOCK_NAMES_KEPT = 512
+_BLOCK_NAME_LENGTH = 64
+_UNSEEN: Any = object()
+
+
+def _block_name(name: str) -> str | None:
+    lname: str | None = name.lower()
+    if lname in CONNECTION_SPECIFIC_NAMES:
+        lname = None
+    if len(name) <= _BLOCK_NAME_LENGTH:
+        if len(_block_names) >= _BLOCK_NAMES_KEPT:
+            _block_names.clear()
+        _block_names[name] = lname
+    return lname
 
 
 def code_name(code: int) -> str:
@@ -106,23 +140,13 @@ class H2ServerConnection(ProtocolCore):
         self._alpn_h2 = alpn_h2
         #: The abuse budgets.
         self.guard = ConnectionGuard(settings, clock, is_active=self._is_active)
-        self.h2 = compat.ServerH2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Request headers are checked by check_request_headers (one pass, and a malformed
-                # request is a stream error); response fields by kyoukai.protocol.fields.
-                validate_inbound_headers=False,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            ),
-            count_reset=self.guard.count_reset,
-        )
+        self.h2 = compat.ServerH2Connection(_H2_CONFIG, count_reset=self.guard.count_reset)
         #: Open streams by id (a stream whose body is being thrown away included).
         self.streams: dict[int, Stream] = {}
         self.scheduler = Scheduler()
-        #: Streams throwing their request body away (each has a deadline).
-        self._timed: set[Stream] = set()
+        #: Streams throwing their request body away (each has a deadline), as the keys of a dict
+        #: (smaller than a set when empty, as it is on most connections).
+        self._timed: dict[Stream, None] = {}
         #: Whether the core is done: nothing more is read or sent.
         self.closed = False
         self._control: list[Any] = []
@@ -148,9 +172,9 @@ class H2ServerConnection(ProtocolCore):
         """
         settings = self.settings
         conn = self.h2
-        conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
+        conn.local_settings = compat.compact_settings(
+            False,
+            {
                 SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
                 SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_size,
                 SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window_size,
@@ -219,7 +243,7 @@ class H2ServerConnection(ProtocolCore):
         else:
             self._block_deadline = None
         try:
-            h2_events = self.h2.receive_data(data)
+            h2_events = self.h2.receive_data_and_heads(data, guard.request_heads)
         except compat.ResetBudgetExceeded as e:
             self._violated(e.violation)
             return self.take_events()
@@ -289,7 +313,8 @@ class H2ServerConnection(ProtocolCore):
             self._last_stream_id = stream_id
         self.metrics.streams_opened += 1
         headers = event.headers
-        problem = check_request_headers(headers, event.stream_ended is not None)
+        head = inspect_request(headers, event.stream_ended is not None)
+        problem = head.problem
         if problem is not None:
             logger.info("Reset stream %d from %s: malformed request (%s).", stream_id, self.peer, problem)
             self._reset_h2(stream_id, ErrorCodes.PROTOCOL_ERROR)
@@ -310,14 +335,8 @@ class H2ServerConnection(ProtocolCore):
         stream = Stream(stream_id)
         stream.request_ended = event.stream_ended is not None
         self.streams[stream_id] = stream
-        for name, value in headers:
-            if name == b"content-length":
-                if value.isdigit():
-                    stream.expected_length = int(value)
-                break
-        if len(headers) > self.settings.max_header_count and (
-            sum(1 for name, _ in headers if name[:1] != b":") > self.settings.max_header_count
-        ):
+        stream.expected_length = head.content_length
+        if head.regular_fields > self.settings.max_header_count:
             logger.info(
                 "Stream %d from %s has more than max_header_count=%d headers.",
                 stream_id,
@@ -326,7 +345,7 @@ class H2ServerConnection(ProtocolCore):
             )
             self._answer(stream_id, 431, f"More than max_header_count={self.settings.max_header_count} header fields")
             return
-        protocol = connect_protocol(headers)
+        protocol = head.protocol
         if protocol is not None and protocol.lower() not in SUPPORTED_PROTOCOLS:
             # A well-formed extended CONNECT for a protocol this server does not speak: the
             # request is refused, not malformed (RFC 9110 section 15.6.2).
@@ -364,8 +383,8 @@ class H2ServerConnection(ProtocolCore):
 
     def _stream_ended(self, event: h2.events.StreamEnded) -> None:
         stream = self.streams.get(event.stream_id)
-        if stream is None:
-            return
+        if stream is None or stream.request_ended:
+            return  # (gone, or the request head ended it: RequestReceived said so)
         stream.request_ended = True
         if stream.finished:
             self._settle(stream)
@@ -510,7 +529,7 @@ class H2ServerConnection(ProtocolCore):
                 compat.charge_data(conn, h2_stream, size, True)
             except h2.exceptions.ProtocolError:
                 return False
-            self._control.append(frame_header(size, DATA, END_STREAM, stream_id))
+            self._control.append(FRAME_HEADER.pack(size >> 8, size & 0xFF, DATA, END_STREAM, stream_id))
             self._control.append(body)
             stream.response_ended = True
         elif body is not None:
@@ -599,11 +618,11 @@ class H2ServerConnection(ProtocolCore):
                 return
             stream.discard_left = budget
             stream.discard_deadline = self.clock() + self.settings.discard_timeout
-            self._timed.add(stream)
+            self._timed[stream] = None
 
     def _forget(self, stream: Stream) -> None:
         self.streams.pop(stream.stream_id, None)
-        self._timed.discard(stream)
+        self._timed.pop(stream, None)
         self.scheduler.remove(stream)
         self._maybe_idle()
 
@@ -619,7 +638,7 @@ class H2ServerConnection(ProtocolCore):
     def _drop(self, stream: Stream) -> None:
         """Forget a stream that is gone; tell the shell if its app was still at it."""
         self.streams.pop(stream.stream_id, None)
-        self._timed.discard(stream)
+        self._timed.pop(stream, None)
         self.scheduler.remove(stream)
         stream.clear()
         if stream.unacked and not self.closed:
@@ -680,7 +699,7 @@ class H2ServerConnection(ProtocolCore):
 
     def _pull_h2(self) -> None:
         """Move what h2 queued (acks, WINDOW_UPDATEs, resets, its own header blocks) to the output, in order."""
-        data = self.h2.data_to_send()
+        data = compat.take_output(self.h2)
         if data:
             self._control.append(data)
 
@@ -741,8 +760,7 @@ class H2ServerConnection(ProtocolCore):
                 stream.finished = True
                 self._events.append(ev.StreamClosed(stream.stream_id, stream.app_state))
         self.streams.clear()
-        self.scheduler.ready.clear()
-        self.scheduler.stalled.clear()
+        self.scheduler.clear()
         self._timed.clear()
         self._events.append(ev.ConnectionClosed(abort))
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import re
+import struct
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -52,12 +53,15 @@ _request_line_start = re.compile(_TOKEN + rb"*(?: [^\x00-\x20\x7f]*(?: [HTP/1.0-
 #: in byte by byte costs linear time.
 _START_CHECKED = 64
 FRAME_HEADER_LENGTH = 9
+#: A frame header: the 24-bit length (as 8 + 16 bits), type, flags, stream id (with its reserved bit).
+_FRAME_HEADER = struct.Struct(">BHBBL")
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM = 0x1
 ACK = 0x1
 PADDED = 0x8
 END_HEADERS = 0x4
+PRIORITY_FLAG = 0x20
 #: WINDOW_UPDATE increments below this are counted as control frames: real clients return
 #: credit in large steps, a flood of tiny increments is work for nothing.
 SMALL_WINDOW_INCREMENT = 8192
@@ -128,8 +132,9 @@ class ConnectionGuard:
         #: The stream an h2c upgrade opened without a HEADERS frame (1), if any.
         self._upgrade_stream = 0
         # Streams opened by HEADERS in the bytes being scanned: h2 has not seen them yet, so
-        # the server does not know them, but they are active.
-        self._opening: set[int] = set()
+        # the server does not know them, but they are active. (The keys of a dict: smaller
+        # than a set when empty.)
+        self._opening: dict[int, None] = {}
         self._control = RateBudget(settings.max_control_frames, settings.control_frame_rate, clock)
         self._resets = RateBudget(settings.max_stream_resets, settings.stream_reset_rate, clock)
         self._max_block = 2 * settings.max_header_size
@@ -147,6 +152,10 @@ class ConnectionGuard:
         #: frames h2 would take for a connection error where RFC 9113 asks for a stream error.
         #: They are cut out of the bytes h2 gets (see :meth:`passed`).
         self.stream_errors: list[tuple[int, int, str]] = []
+        #: Offsets, in the bytes last fed, of the HEADERS frames that may open a stream and are
+        #: whole, with END_HEADERS and neither padding nor priority: h2 can be spared parsing them
+        #: (see :meth:`passed`).
+        self.request_heads: list[int] = []
         #: Spans of the last fed bytes to cut (offsets in them; a start below 0 is in the bytes
         #: held back from the read before).
         self._drops: list[tuple[int, int]] = []
@@ -209,6 +218,8 @@ class ConnectionGuard:
             self._opening.clear()
         if self.stream_errors:
             self.stream_errors = []
+        if self.request_heads:
+            self.request_heads = []
         if self._drop_left:
             step = min(self._drop_left, end)
             self._drops.append((0, step))
@@ -220,24 +231,24 @@ class ConnectionGuard:
             self._skip -= pos
         while pos < end:
             if self._payload_left:
-                step = min(self._payload_left, end - pos)
+                step = self._payload_left if self._payload_left < end - pos else end - pos
                 self._payload_left -= step
                 pos += step
                 continue
             start = pos
-            head = data[pos : pos + FRAME_HEADER_LENGTH]
-            length = int.from_bytes(head[0:3], "big")
-            if len(head) < FRAME_HEADER_LENGTH or (
-                # (A WINDOW_UPDATE is looked at whole: its increment decides what it is.)
-                head[3] == WINDOW_UPDATE and length >= 4 and end - start < FRAME_HEADER_LENGTH + 4
-            ):
-                # An incomplete frame header (or WINDOW_UPDATE): read again with what follows.
+            if end - start < FRAME_HEADER_LENGTH:
+                # An incomplete frame header: read again with what follows.
+                self._rescan = bytes(data[start:])
+                break
+            high, low, frame_type, flags, stream_id = _FRAME_HEADER.unpack_from(data, start)
+            length = high << 16 | low
+            if frame_type == WINDOW_UPDATE and length >= 4 and end - start < FRAME_HEADER_LENGTH + 4:
+                # A WINDOW_UPDATE is looked at whole (its increment decides what it is): likewise.
                 self._rescan = bytes(data[start:])
                 break
             pos += FRAME_HEADER_LENGTH
-            stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
             errors = len(self.stream_errors)
-            violation = self._check(head[3], head[4], length, stream_id, data, pos)
+            violation = self._check(frame_type, flags, length, stream_id & 0x7FFFFFFF, data, pos)
             if violation is not None:
                 return violation
             self._payload_left = length
@@ -259,6 +270,8 @@ class ConnectionGuard:
         hold = len(self._rescan)
         if not hold and not self._drops and not self.reserved_bits and buf is data:
             return data
+        if self._drops and self.request_heads:
+            self.request_heads = []  # (their offsets would move)
         if self.reserved_bits:
             buf = self.clear_reserved_bits(buf)
         pieces = []
@@ -298,7 +311,9 @@ class ConnectionGuard:
         elif frame_type == HEADERS:
             if stream_id > self._highest_stream_id:
                 self._highest_stream_id = stream_id
-                self._opening.add(stream_id)
+                self._opening[stream_id] = None
+                if flags & (END_HEADERS | PADDED | PRIORITY_FLAG) == END_HEADERS and pos + length <= len(data):
+                    self.request_heads.append(pos - FRAME_HEADER_LENGTH)
             elif not self._active(stream_id):
                 # Not a new stream and not trailers of an active one.
                 return self.count_reset("HEADERS on a closed stream")

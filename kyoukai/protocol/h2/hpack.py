@@ -25,6 +25,7 @@ from kyoukai.protocol.h2.compat import VersionedHeaderTable
 #: Blocks remembered per connection and direction, and the largest block remembered.
 MEMO_ENTRIES = 64
 MEMO_MAX_BLOCK = 1024
+_ONLY_TUPLES = frozenset({tuple})
 
 
 class CompressionError(ProtocolError):
@@ -46,14 +47,15 @@ class MemoEncoder(Encoder):
         self._memo_version = 0
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
-        headers = list(headers)
+        if headers.__class__ is not list:
+            headers = list(headers)
         table = self._table
         if table.version != self._memo_version:
             self._memo.clear()
             self._memo_version = table.version
         # Only plain tuples: hpack's HeaderTuple subclasses carry an "indexable" flag that
         # changes the encoding but not the tuple's equality.
-        key = (huffman, *headers) if all(type(h) is tuple for h in headers) else None
+        key = (huffman, *headers) if _ONLY_TUPLES.issuperset(map(type, headers)) else None
         if key is not None and not self.table_size_changes:
             cached = self._memo.get(key)
             if cached is not None:

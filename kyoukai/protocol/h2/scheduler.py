@@ -23,18 +23,20 @@ END_STREAM, END_HEADERS = 0x1, 0x4
 #: The most a stream sends in one turn while others wait (less when they share a smaller
 #: connection window; one frame at least).
 QUANTUM = 64 * 1024
-
-
-def frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
-    """The 9-byte header of a frame."""
-    return FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+#: The ready queue of a scheduler that never had a stream to send.
+_NO_STREAMS: tuple = ()
 
 
 def header_frames(out: list, stream_id: int, block: bytes, frame_size: int, end_stream: bool) -> int:
     """Append ``block`` as a HEADERS frame (and CONTINUATIONs past ``frame_size``); the bytes appended."""
-    written = 0
     total = len(block)
-    for start in range(0, max(total, 1), frame_size):
+    if total <= frame_size:
+        flags = END_HEADERS | (END_STREAM if end_stream else 0)
+        out.append(FRAME_HEADER.pack(total >> 8, total & 0xFF, HEADERS, flags, stream_id))
+        out.append(block)
+        return 9 + total
+    written = 0
+    for start in range(0, total, frame_size):
         piece = block[start : start + frame_size]
         first = start == 0
         flags = (END_STREAM if first and end_stream else 0) | (END_HEADERS if start + frame_size >= total else 0)
@@ -49,16 +51,28 @@ def header_frames(out: list, stream_id: int, block: bytes, frame_size: int, end_
 class Scheduler:
     """The ready queue of streams with something to send, and the DATA frame writer."""
 
+    __slots__ = ("ready", "stalled")
+
     def __init__(self) -> None:
-        self.ready: deque[Stream] = deque()
-        #: Streams with bytes to send that a closed window stops (each since ``stalled_since``).
-        self.stalled: set[Stream] = set()
+        #: The streams waiting for a turn, in order (an empty tuple until the first one: an idle
+        #: connection holds no deque).
+        self.ready: deque[Stream] = _NO_STREAMS  # type: ignore[assignment]
+        #: Streams with bytes to send that a closed window stops (each since ``stalled_since``),
+        #: as the keys of a dict.
+        self.stalled: dict[Stream, None] = {}
 
     def mark_ready(self, stream: Stream) -> None:
         """Queue ``stream`` for a turn if it has bytes or an end of stream to send."""
         if not stream.in_ready and (stream.pending_size or stream.end_pending):
             stream.in_ready = True
+            if self.ready is _NO_STREAMS:
+                self.ready = deque()
             self.ready.append(stream)
+
+    def clear(self) -> None:
+        """Forget every stream (the connection is over)."""
+        self.ready = _NO_STREAMS  # type: ignore[assignment]
+        self.stalled.clear()
 
     def write(self, conn: Any, out: list, limit: int, now: float, sendable: list[int]) -> int:
         """
@@ -77,7 +91,7 @@ class Scheduler:
                 for stream in ready:
                     if stream.pending_size and stream.stalled_since is None:
                         stream.stalled_since = now
-                        self.stalled.add(stream)
+                        self.stalled[stream] = None
                 for stream in ending:
                     ready.remove(stream)
                     stream.in_ready = False
@@ -107,7 +121,7 @@ class Scheduler:
                 # Its own window is closed: out of the queue until a WINDOW_UPDATE or SETTINGS.
                 if stream.stalled_since is None:
                     stream.stalled_since = now
-                    self.stalled.add(stream)
+                    self.stalled[stream] = None
                 continue
             written += self._turn(conn, h2_stream, stream, take, frame_size, out, sendable)
         return written
@@ -117,7 +131,7 @@ class Scheduler:
         if stream.in_ready:
             self.ready.remove(stream)
             stream.in_ready = False
-        self.stalled.discard(stream)
+        self.stalled.pop(stream, None)
 
     def _turn(
         self, conn: Any, h2_stream: Any, stream: Stream, take: int, frame_size: int, out: list, sendable: list[int]
@@ -130,7 +144,7 @@ class Scheduler:
             compat.charge_data(conn, h2_stream, take, ends)
         if stream.stalled_since is not None:
             stream.stalled_since = None
-            self.stalled.discard(stream)
+            self.stalled.pop(stream, None)
         if stream.pending_size:
             stream.in_ready = True
             self.ready.append(stream)

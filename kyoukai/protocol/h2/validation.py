@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import chain
+from typing import NamedTuple
 
 from kyoukai.protocol.fields import CONNECTION_SPECIFIC
 
@@ -35,66 +37,107 @@ def _check_field(name: bytes, value: bytes) -> str | None:
     return None
 
 
-def check_request_headers(headers: Iterable[tuple[bytes, bytes]], ended: bool = False) -> str | None:
-    """
-    What makes this request header block malformed, or ``None`` if it is valid. ``ended``: the
-    HEADERS frame carried END_STREAM (so there is no body to match a content-length).
-    """
+class RequestHead(NamedTuple):
+    """What the core needs to know of a request header block (see :func:`inspect_request`)."""
+
+    #: What makes the block malformed, or ``None`` if it is valid (then the fields below hold).
+    problem: str | None
+    #: The value of the first ``content-length`` field, as an int if it is all digits.
+    content_length: int | None = None
+    #: How many regular (not pseudo-header) fields the block has.
+    regular_fields: int = 0
+    #: The ``:protocol`` of an extended CONNECT (RFC 8441), or ``None``.
+    protocol: bytes | None = None
+
+
+def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     pseudo: dict[bytes, bytes] = {}
-    regular_seen = False
+    regular = 0
     host = None
     content_length = None
+    first_length = None
     for name, value in headers:
         if name[:1] == b":":
-            if regular_seen:
-                return f"pseudo-header {name!r} after a regular field"
+            if regular:
+                return RequestHead(f"pseudo-header {name!r} after a regular field")
             if name not in _REQUEST_PSEUDO:
-                return f"pseudo-header {name!r} is not allowed in a request"
+                return RequestHead(f"pseudo-header {name!r} is not allowed in a request")
             if name in pseudo:
-                return f"duplicate pseudo-header {name!r}"
+                return RequestHead(f"duplicate pseudo-header {name!r}")
             if not _valid_value(value):
-                return f"invalid value of {name!r}"
+                return RequestHead(f"invalid value of {name!r}")
             pseudo[name] = value
             continue
-        regular_seen = True
+        regular += 1
         problem = _check_field(name, value)
         if problem is not None:
-            return problem
+            return RequestHead(problem)
         if name == b"te" and value.lower() != b"trailers":
-            return "te field other than 'trailers'"
+            return RequestHead("te field other than 'trailers'")
         if name == b"host":
             host = value
         elif name == b"content-length":
             content_length = value
+            if first_length is None:
+                first_length = value
     method = pseudo.get(b":method")
     if method is None:
-        return "no :method"
-    if b":protocol" in pseudo and method != b"CONNECT":
-        return f":protocol in a {method[:16]!r} request (only an extended CONNECT carries it)"
-    if method == b"CONNECT" and b":protocol" not in pseudo:
+        return RequestHead("no :method")
+    protocol = pseudo.get(b":protocol")
+    if protocol is not None and method != b"CONNECT":
+        return RequestHead(f":protocol in a {method[:16]!r} request (only an extended CONNECT carries it)")
+    if method == b"CONNECT" and protocol is None:
         if b":scheme" in pseudo or b":path" in pseudo or b":authority" not in pseudo:
-            return "CONNECT needs :authority and no :scheme or :path"
+            return RequestHead("CONNECT needs :authority and no :scheme or :path")
     else:
         # A request, or an extended CONNECT (RFC 8441 section 4), which names its resource the
         # same way and needs :authority too.
         if method == b"CONNECT" and b":authority" not in pseudo:
-            return "an extended CONNECT needs :authority"
+            return RequestHead("an extended CONNECT needs :authority")
         if b":scheme" not in pseudo:
-            return "no :scheme"
+            return RequestHead("no :scheme")
         path = pseudo.get(b":path")
         if not path:
-            return "no :path" if path is None else "empty :path"
+            return RequestHead("no :path" if path is None else "empty :path")
         # Origin-form, or asterisk-form for OPTIONS (RFC 9113 8.3.1). Kyoukai serves http and
         # https only, so no other :scheme earns other forms: a path like "admin" would reach
         # the router as /admin past hooks that look at PATH_INFO.
         if path[:1] != b"/" and (path != b"*" or method != b"OPTIONS"):
-            return f":path {path[:64]!r} is neither origin-form nor '*' with OPTIONS"
+            return RequestHead(f":path {path[:64]!r} is neither origin-form nor '*' with OPTIONS")
     authority = pseudo.get(b":authority")
     if host is not None and authority is not None and host != authority:
-        return "host differs from :authority"
+        return RequestHead("host differs from :authority")
     if ended and content_length is not None and content_length.strip(b"0"):
-        return f"content-length {content_length!r} on a request without a body"
-    return None
+        return RequestHead(f"content-length {content_length!r} on a request without a body")
+    length = int(first_length) if first_length is not None and first_length.isdigit() else None
+    return RequestHead(None, length, regular, protocol)
+
+
+#: Verdicts on recent small header blocks: clients repeat theirs (every field in the HPACK
+#: table, the same bytes decoded each time), so most requests are checked by one lookup.
+_seen: dict[tuple, RequestHead] = {}
+#: The most verdicts kept (the lot is forgotten when full), and the largest block kept.
+MEMO_ENTRIES = 256
+MEMO_MAX_FIELDS = 24
+MEMO_MAX_BYTES = 4096
+
+
+def inspect_request(headers: list[tuple[bytes, bytes]], ended: bool = False) -> RequestHead:
+    """
+    Check a request header block in one pass (see :class:`RequestHead`). ``ended``: the HEADERS
+    frame carried END_STREAM (so there is no body to match a content-length).
+    """
+    if len(headers) > MEMO_MAX_FIELDS:
+        return _inspect(headers, ended)
+    key = (ended, *headers)
+    head = _seen.get(key)
+    if head is None:
+        head = _inspect(headers, ended)
+        if sum(map(len, chain.from_iterable(headers))) <= MEMO_MAX_BYTES:
+            if len(_seen) >= MEMO_ENTRIES:
+                _seen.clear()
+            _seen[key] = head
+    return head
 
 
 def check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -103,17 +146,4 @@ def check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         problem = f"pseudo-header {name!r}" if name[:1] == b":" else _check_field(name, value)
         if problem is not None:
             return problem + " in trailers"
-    return None
-
-
-def connect_protocol(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """
-    The ``:protocol`` of an extended CONNECT (RFC 8441), or ``None`` for any other request.
-    Only the pseudo-headers at the start of a block :func:`check_request_headers` passed are read.
-    """
-    for name, value in headers:
-        if name[:1] != b":":
-            return None
-        if name == b":protocol":
-            return value
     return None
