@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kyoukai.asphalt import KyoukaiBaseComponent
@@ -137,17 +138,9 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         self._closed = False
         self._flush_handle: asyncio.Handle | None = None
         self._timer: DeadlineTimer
-        self._fed: set[H2State] = set()
+        # (A dict used as an ordered set: a quarter of a set's size on an idle connection.)
+        self._fed: dict[H2State, None] = {}
         self._join_writes = False
-        self._handlers = {
-            ev.RequestReceived: self.request_received,
-            ev.RequestData: self.receive_data,
-            ev.RequestEnded: self.stream_complete,
-            ev.RequestTrailers: self.trailers_received,
-            ev.StreamSendable: self.window_opened,
-            ev.StreamClosed: self.stream_reset,
-            ev.ConnectionClosed: self.connection_ended,
-        }
 
     @property
     def streams(self) -> dict[int, H2State]:
@@ -231,9 +224,9 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
     # the core's events
 
     def _dispatch(self, events: list[Any]) -> None:
-        handlers: dict[type, Any] = self._handlers
+        handlers = _EVENT_HANDLERS
         for event in events:
-            handlers[event.__class__](event)
+            handlers[event.__class__](self, event)
 
     def _state(self, stream_id: int) -> H2State | None:
         stream = self.core.streams.get(stream_id)
@@ -255,7 +248,7 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         state = self._state(event.stream_id)
         if state is not None:
             state.insert_data(event.data, wake=False)
-            self._fed.add(state)
+            self._fed[state] = None
 
     def stream_complete(self, event: ev.RequestEnded) -> None:
         """The client finished the request body."""
@@ -349,6 +342,19 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection now (with a TCP reset)."""
         abort_transport(self.transport)
+
+
+#: The handler of each event of the core (one table for every connection: bound methods kept
+#: per connection would cost memory and a reference cycle each).
+_EVENT_HANDLERS: dict[type, Callable[[H2KyoukaiProtocol, Any], None]] = {
+    ev.RequestReceived: H2KyoukaiProtocol.request_received,
+    ev.RequestData: H2KyoukaiProtocol.receive_data,
+    ev.RequestEnded: H2KyoukaiProtocol.stream_complete,
+    ev.RequestTrailers: H2KyoukaiProtocol.trailers_received,
+    ev.StreamSendable: H2KyoukaiProtocol.window_opened,
+    ev.StreamClosed: H2KyoukaiProtocol.stream_reset,
+    ev.ConnectionClosed: H2KyoukaiProtocol.connection_ended,
+}
 
 
 class H2KyoukaiComponent(KyoukaiBaseComponent):
