@@ -19,13 +19,15 @@ import stat
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import ClientDisconnected, HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from kyoukai import debugpage
 from kyoukai.asgi.scope import Disconnected, ServeOptions, connection_scope
+from kyoukai.protocol.fields import checked_names
 from kyoukai.static import FileChunks
-from kyoukai.wsgi import PREPARED_KEY, prepare_response
+from kyoukai.wsgi import PREPARED_KEY, ResponseParts, http_date, prepare_response, reason_phrase
 
 logger = logging.getLogger("kyoukai.asgi")
 
@@ -37,6 +39,14 @@ ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+class _NoFieldsYet(Headers):
+    """The headers of an :class:`ASGIResponse` while werkzeug builds it: ``in`` costs no exception when empty."""
+
+    def __contains__(self, key: str) -> bool:
+        # (Headers raises and catches a BadRequestKeyError for every name it lacks.)
+        return len(self) > 0 and super().__contains__(key)
+
+
 class ASGIResponse(Response):
     """The response of an ASGI app: its status and fields as sent, with no default content type."""
 
@@ -44,17 +54,51 @@ class ASGIResponse(Response):
     #: The trailer fields the app sent (``http.response.trailers``); the backends read them
     #: after the body.
     trailers: list[tuple[str, str]] | None = None
+    _headers: Headers
+    #: Fields given to :meth:`from_fields` and not yet in :attr:`headers`.
+    _pending_fields: list[tuple[str, str]] | None = None
+
+    @classmethod
+    def from_fields(cls, body: Any, status: int, fields: list[tuple[str, str]]) -> ASGIResponse:
+        """
+        A response of ``status`` with ``body`` and ``fields``, already checked for the wire:
+        :attr:`headers` is made of them when it is first read, so a response the backends
+        send from its prepared parts (see :data:`~kyoukai.wsgi.PREPARED_KEY`) never builds it.
+        """
+        response = cls(body, status=status, headers=_NoFieldsYet())
+        response._pending_fields = fields
+        return response
+
+    @property
+    def headers(self) -> Headers:
+        """The response's header fields (werkzeug's :class:`~werkzeug.datastructures.Headers`)."""
+        pending = self._pending_fields
+        if pending is not None:
+            self._pending_fields = None
+            self._headers = Headers(pending)
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: Headers) -> None:
+        self._headers = value
+        self._pending_fields = None
 
 
 def decode_fields(fields: Any) -> list[tuple[str, str]]:
     """ASGI ``[name, value]`` byte pairs as ``(name, value)`` strings (latin-1)."""
-    return [
-        (
-            name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else str(name),
-            value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value),
-        )
-        for name, value in fields
-    ]
+    if not isinstance(fields, (list, tuple)):
+        fields = list(fields)
+    try:
+        # Byte strings, as ASGI has them: no check per field.
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in fields]
+    except AttributeError:
+        return [
+            (
+                name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else str(name),
+                value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value),
+            )
+            for name, value in fields
+        ]
 
 
 class ResponseStream(AsyncGenerator[bytes, None]):
@@ -273,9 +317,8 @@ class HTTPCycle:
             )
         loop = asyncio.get_running_loop()
         head = self._head = loop.create_future()
-        task = self._task = loop.create_task(self._run_app())
+        task = self._task = loop.create_task(self._run_app(tasks))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
         try:
             return await head
         except asyncio.CancelledError:
@@ -285,7 +328,7 @@ class HTTPCycle:
 
     # the app's task
 
-    async def _run_app(self) -> None:
+    async def _run_app(self, tasks: set[asyncio.Task[None]]) -> None:
         try:
             await self.app(self.scope, self.receive, self.send)
         except asyncio.CancelledError as e:
@@ -295,6 +338,11 @@ class HTTPCycle:
             self._app_ended(e)
         else:
             self._app_ended(None)
+        finally:
+            # Out of ``tasks`` in its last step rather than by a done callback, one loop round
+            # later. (The task is only cancelled once it runs: disconnect_timeout, shutdown.)
+            assert self._task is not None
+            tasks.discard(self._task)
 
     def _app_ended(self, error: BaseException | None) -> None:
         if self._grace is not None:
@@ -463,7 +511,10 @@ class HTTPCycle:
         status = message["status"]
         if not isinstance(status, int) or not 200 <= status <= 999:
             raise ValueError(f"http.response.start: status must be an int from 200 to 999, not {status!r}")
-        self._fields = [field for field in decode_fields(message.get("headers") or ()) if not _is_framing(field[0])]
+        fields = decode_fields(message.get("headers") or ())
+        if "transfer-encoding" in "\n".join([name for name, _ in fields]).lower():
+            fields = [field for field in fields if not _is_framing(field[0])]
+        self._fields = fields
         self._status = status
         self._trailers_expected = bool(message.get("trailers", False))
 
@@ -500,24 +551,26 @@ class HTTPCycle:
                 self._end_exchange(gone=False)
 
     def _first_body(self, data: bytes, *, whole: bool) -> None:
-        """The head is known: hand the response to the backend (``whole``, or as a stream)."""
+        """
+        The head is known: hand the response to the backend (``whole``, or as a stream). Its
+        parts are made here as :func:`~kyoukai.wsgi.prepare_response` makes them (the app's
+        fields checked, then ``Date`` and ``Content-Length`` when missing), from the fields
+        as they are rather than through a werkzeug response.
+        """
         status = self._status
         assert status is not None
         environ = self.environ
         fields = self._fields
-        for name, value in self.options.server_headers:
-            if not any(field.lower() == name.lower() for field, _ in fields):
-                fields.append((name, value))
-        declared = _declared_length(fields)
-        stream = None if whole else ResponseStream(self._backend_done, declared)
-        has_body = environ["REQUEST_METHOD"] != "HEAD" and status not in _NO_BODY_STATUSES
+        wire = list(fields)
         try:
-            response = self._response = ASGIResponse([data], status=status, headers=fields)
-            if stream is not None:
-                # werkzeug types the body as a sync iterable; the backends send async ones as they come.
-                response.response = stream  # type: ignore[assignment]
-            parts = prepare_response(response, environ)
-            if whole and has_body and declared is not None and declared != len(data):
+            names = checked_names(wire)
+            for name, value in self.options.server_headers:
+                if f"\n{name.lower()}\n" not in names:
+                    fields.append((name, value))
+                    wire.append((name, value))
+            declared = _declared_length(wire) if "\ncontent-length\n" in names else None
+            no_body = environ["REQUEST_METHOD"] == "HEAD" or status in _NO_BODY_STATUSES
+            if whole and not no_body and declared is not None and declared != len(data):
                 raise ValueError(
                     f"its Content-Length is {declared} but its body is {len(data)} bytes (sent with more_body false)"
                 )
@@ -530,15 +583,26 @@ class HTTPCycle:
             )
             self._answer(*self._server_error(None))
             return
-        if stream is None or parts.stream is None:
-            # Whole, or a response without a body (HEAD, 204, 304): the rest is dropped.
-            self._discarding = stream is not None
-            self._answer(response, parts)
+        if "\ndate\n" not in names:
+            wire.append(("Date", http_date()))
+        reason = reason_phrase(status)
+        if whole:
+            if status not in _NO_BODY_STATUSES and "\ncontent-length\n" not in names:
+                wire.append(("Content-Length", str(len(data))))
+            response = self._response = ASGIResponse.from_fields([data], status, fields)
+            self._answer(response, ResponseParts(status, reason, wire, b"" if no_body else data, None))
+            return
+        stream = ResponseStream(self._backend_done, declared)
+        response = self._response = ASGIResponse.from_fields(stream, status, fields)
+        if no_body:
+            # A response without a body (HEAD, 204, 304): the rest is dropped.
+            self._discarding = True
+            self._answer(response, ResponseParts(status, reason, wire, b"", None))
             return
         self._stream = stream
         if data:
             stream.offer(data)
-        self._answer(response, parts._replace(stream=stream))
+        self._answer(response, ResponseParts(status, reason, wire, None, stream))
 
     def _backend_done(self, complete: bool) -> None:
         """The backend finished the stream, or gave up on it (the client went away)."""

@@ -37,17 +37,36 @@ class Disconnected(ConnectionError):
     """
 
 
+#: Environ keys and the header names they stand for (``None``: not a header field), filled as
+#: they are met; bounded, as the keys of header fields are the client's to choose.
+_HEADER_NAMES: dict[str, bytes | None] = {}
+_HEADER_NAMES_LIMIT = 1000
+
+
+def _header_name(key: str) -> bytes | None:
+    """The header name that the environ key ``key`` stands for, lowercase; ``None`` for no header field."""
+    if key[:5] == "HTTP_":
+        name: bytes | None = key[5:].lower().replace("_", "-").encode("latin-1")
+    elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+        name = key.lower().replace("_", "-").encode("latin-1")
+    else:
+        name = None
+    if len(_HEADER_NAMES) < _HEADER_NAMES_LIMIT:
+        _HEADER_NAMES[key] = name
+    return name
+
+
 def request_headers(environ: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """The request's header fields as ASGI wants them: lowercase names, latin-1 bytes."""
+    names = _HEADER_NAMES
     headers = []
     for key, value in environ.items():
-        if key[:5] == "HTTP_":
-            name = key[5:]
-        elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-            name = key
-        else:
-            continue
-        headers.append((name.lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+        try:
+            name = names[key]
+        except KeyError:
+            name = _header_name(key)
+        if name is not None:
+            headers.append((name, value.encode("latin-1")))
     return headers
 
 
@@ -60,18 +79,20 @@ def connection_scope(environ: dict[str, Any], kind: str, root_path: str, state: 
     percent-decoded and read as UTF-8. ``server`` is the address of the listening socket.
     """
     scheme = environ["wsgi.url_scheme"]
-    raw_path = environ.get("RAW_URI", environ["PATH_INFO"]).partition("?")[0]
+    path_info = environ["PATH_INFO"]
+    raw_path = environ.get("RAW_URI", path_info).partition("?")[0].encode("latin-1")
+    if not path_info.isascii():
+        path_info = path_info.encode("latin-1").decode("utf-8", "replace")
     address = environ.get("REMOTE_ADDR")
     port = environ.get("REMOTE_PORT", "")
-    protocol = environ.get("kyoukai.protocol")
-    server = getattr(protocol, "server_address", None)
+    server = getattr(environ.get("kyoukai.protocol"), "server_address", None)
     scope = {
         "type": kind,
         "asgi": ASGI_VERSION,
         "http_version": _HTTP_VERSIONS.get(environ["SERVER_PROTOCOL"], "1.1"),
         "scheme": scheme if kind == "http" else ("wss" if scheme == "https" else "ws"),
-        "path": root_path + environ["PATH_INFO"].encode("latin-1").decode("utf-8", "replace"),
-        "raw_path": root_path.encode("utf-8") + raw_path.encode("latin-1"),
+        "path": root_path + path_info,
+        "raw_path": root_path.encode("utf-8") + raw_path if root_path else raw_path,
         "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
         "root_path": root_path,
         "headers": request_headers(environ),

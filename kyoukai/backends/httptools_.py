@@ -76,6 +76,8 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._write_paused = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future | None = None
+        #: The ``wsgi.input`` of the requests without a body, made for the first of them.
+        self._no_body: RequestBody | None = None
 
     # asyncio callbacks
 
@@ -175,13 +177,18 @@ class KyoukaiProtocol(asyncio.Protocol):
         """A request head: its body reader becomes ``wsgi.input``, and its answer is queued."""
         req = event.request
         settings = self.settings
-        body = RequestBody(
-            max_size=settings.max_body_size,
-            expected_length=req.expected_length,
-            on_consumed=lambda size: self._body_consumed(req, size),
-            on_first_read=(lambda: self._send_continue(req)) if req.expects_continue else None,
-            timeout=settings.body_timeout,
-        )
+        if req.ended and req.expected_length is None and not req.received:
+            # No body (a GET, say): the connection's empty body, which reads the same for every
+            # request as nothing is ever fed to it, consumed from it or waited for.
+            body = self._no_body or self._make_no_body()
+        else:
+            body = RequestBody(
+                max_size=settings.max_body_size,
+                expected_length=req.expected_length,
+                on_consumed=lambda size: self._body_consumed(req, size),
+                on_first_read=(lambda: self._send_continue(req)) if req.expects_continue else None,
+                timeout=settings.body_timeout,
+            )
         req.app_state = body
         req.environ["wsgi.input"] = body
         if req.websocket is not None:
@@ -189,6 +196,11 @@ class KyoukaiProtocol(asyncio.Protocol):
                 req.websocket, settings.websocket, self.component, functools.partial(self._open_websocket, req)
             )
         self._start_queue()
+
+    def _make_no_body(self) -> RequestBody:
+        body = self._no_body = RequestBody(max_size=self.settings.max_body_size, timeout=self.settings.body_timeout)
+        body.feed_eof()
+        return body
 
     def _request_data(self, event: ev.H11RequestData) -> None:
         event.request.app_state.feed(event.data)
@@ -395,7 +407,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         try:
             async for data in stream:
                 if req.chunked:
-                    transport.writelines(chunk(data))
+                    if len(data) < 65536:
+                        # One piece: over TLS each piece written is a record of its own.
+                        transport.write(b"".join(chunk(data)))
+                    else:
+                        transport.writelines(chunk(data))
                 else:
                     transport.write(data)
                 metrics.bytes_out += len(data)

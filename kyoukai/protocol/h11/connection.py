@@ -41,6 +41,8 @@ logger = logging.getLogger("kyoukai.http11")
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+#: The usual request methods, decoded once.
+_METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 #: Fields a trailer section must not carry (framing and connection management).
 _NOT_IN_TRAILERS = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"}
@@ -66,6 +68,40 @@ class H11ServerConnection(ProtocolCore):
         knowledge) or by an ``Upgrade: h2c`` request.
     """
 
+    # Slots: its attributes are read many times per request, and past 30 attributes an
+    # instance dict no longer shares its keys, which makes every read slower.
+    __slots__ = (
+        "settings",
+        "_max_header_size",
+        "_max_header_count",
+        "_max_pipelined",
+        "_body_buffer_size",
+        "scheme",
+        "server_address",
+        "peer",
+        "protocol",
+        "_h2c",
+        "parser",
+        "reading",
+        "closed",
+        "_queue",
+        "_incoming",
+        "_head_done",
+        "_head_tail",
+        "_chunked",
+        "_raw_body",
+        "_raw_left",
+        "_h2c_request",
+        "_upgrading",
+        "_held",
+        "_shutting_down",
+        "_seen_bytes",
+        "_prefix",
+        "_host",
+        "_header_deadline",
+        "_idle_deadline",
+    )
+
     def __init__(
         self,
         settings: ServerSettings,
@@ -79,6 +115,11 @@ class H11ServerConnection(ProtocolCore):
     ) -> None:
         self.settings = settings
         super().__init__(clock)
+        # Read for every header field, or every request.
+        self._max_header_size = settings.max_header_size
+        self._max_header_count = settings.max_header_count
+        self._max_pipelined = settings.max_pipelined_requests
+        self._body_buffer_size = settings.body_buffer_size
         self.scheme = scheme
         self.server_address = server
         self.peer = peer
@@ -114,6 +155,9 @@ class H11ServerConnection(ProtocolCore):
         self._seen_bytes = False
         #: The start of an HTTP/2 preface, while the first bytes are undecided.
         self._prefix = b""
+        #: The last valid ``Host`` value (at first the empty one, which is valid): a client
+        #: sends the same one on every request, which then needs no check again.
+        self._host = b""
         self._header_deadline: float | None = clock() + settings.header_timeout
         self._idle_deadline: float | None = None
 
@@ -232,34 +276,36 @@ class H11ServerConnection(ProtocolCore):
         assert req is not None
         req.url.append(url)
         req.head_size += len(url)
-        if req.head_size > self.settings.max_header_size:
-            raise LimitExceeded(
-                414, f"Request target longer than max_header_size={self.settings.max_header_size} bytes"
-            )
+        if req.head_size > self._max_header_size:
+            raise LimitExceeded(414, f"Request target longer than max_header_size={self._max_header_size} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._incoming
         assert req is not None
-        settings = self.settings
-        req.head_size += len(name) + len(value) + 4
-        if req.head_size > settings.max_header_size:
-            raise LimitExceeded(431, f"Request head larger than max_header_size={settings.max_header_size} bytes")
-        if len(req.headers) >= settings.max_header_count:
-            raise LimitExceeded(431, f"More than max_header_count={settings.max_header_count} header fields")
-        if len(name) == 4 and name.lower() == b"host" and not self._head_done:
-            value = self._checked_host(req, value)
-        req.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers = req.headers
+        size = req.head_size = req.head_size + len(name) + len(value) + 4
+        if size > self._max_header_size:
+            raise LimitExceeded(431, f"Request head larger than max_header_size={self._max_header_size} bytes")
+        if len(headers) >= self._max_header_count:
+            raise LimitExceeded(431, f"More than max_header_count={self._max_header_count} header fields")
+        if len(name) == 4 and not self._head_done and name.lower() == b"host":
+            if req.host is not None or value != self._host:
+                self._check_host(req, value)
+            req.host = value = self._host
+        # (The name stays bytes: to_wsgi_environment takes it so, and remembers its key.)
+        headers.append((name, value.decode("latin-1")))
 
-    @staticmethod
-    def _checked_host(req: H11Request, value: bytes) -> bytes:
-        """The ``Host`` value without trailing whitespace; 400 for a second or invalid one (RFC 9112 3.2)."""
+    def _check_host(self, req: H11Request, value: bytes) -> None:
+        """
+        Keep the ``Host`` value without trailing whitespace as the connection's ``_host``; 400
+        for a second or invalid one (RFC 9112 section 3.2).
+        """
         if req.host is not None:
             raise LimitExceeded(400, "Request with more than one Host header field")
         value = value.rstrip(b" \t")
         if not is_valid_host(value):
             raise LimitExceeded(400, f"Request with an invalid Host header value {value[:100]!r}")
-        req.host = value
-        return value
+        self._host = value
 
     def on_headers_complete(self) -> None:
         req = self._incoming
@@ -270,10 +316,12 @@ class H11ServerConnection(ProtocolCore):
         if req.host is None and version not in HOST_OPTIONAL_VERSIONS:
             raise LimitExceeded(400, f"HTTP/{version} request without a Host header field")
         req.keep_alive = parser.should_keep_alive()
+        method = parser.get_method()
+        url = req.url
         environ = req.environ = to_wsgi_environment(
             req.headers,
-            parser.get_method().decode("ascii"),
-            b"".join(req.url).decode("latin-1"),
+            _METHODS.get(method) or method.decode("ascii"),
+            (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1"),
             version,
             scheme=self.scheme,
             server=self.server_address,
@@ -283,7 +331,8 @@ class H11ServerConnection(ProtocolCore):
         length = environ.get("CONTENT_LENGTH")
         if length is not None:
             req.expected_length = int(length)
-        if version == "1.1" and environ.get("HTTP_EXPECT", "").lower() == "100-continue":
+        expect = environ.get("HTTP_EXPECT")
+        if expect is not None and version == "1.1" and expect.lower() == "100-continue":
             req.expects_continue = True
         self._head_done = True
         if parser.should_upgrade():
@@ -344,7 +393,8 @@ class H11ServerConnection(ProtocolCore):
 
     def _websocket_offer(self, req: H11Request, environ: dict[str, Any]) -> WebSocketOffer | HandshakeRejection:
         """The WebSocket handshake of ``req`` (see :func:`~kyoukai.protocol.ws.handshake.check_upgrade_request`)."""
-        offer = check_upgrade_request(environ["REQUEST_METHOD"], req.headers, req.version)
+        fields = [(name.decode("latin-1"), value) for name, value in req.headers]
+        offer = check_upgrade_request(environ["REQUEST_METHOD"], fields, req.version)
         if isinstance(offer, WebSocketOffer) and (
             environ.get("CONTENT_LENGTH", "0") != "0" or "HTTP_TRANSFER_ENCODING" in environ
         ):
@@ -396,11 +446,14 @@ class H11ServerConnection(ProtocolCore):
         their answers, while ``body_buffer_size`` bytes of the body being received are unread by
         the app, and for good once nothing is read.
         """
-        if not self.reading or self._output_paused_since is not None or self._upgrading is not None:
+        if (
+            not self.reading
+            or self._output_paused_since is not None
+            or self._upgrading is not None
+            or len(self._queue) > self._max_pipelined
+        ):
             return True
-        if len(self._queue) > self.settings.max_pipelined_requests:
-            return True
-        limit = self.settings.body_buffer_size
+        limit = self._body_buffer_size
         incoming = self._incoming
         if incoming is not None and incoming.unread >= limit:
             return True
@@ -444,11 +497,13 @@ class H11ServerConnection(ProtocolCore):
         :raises UnicodeEncodeError: for a field that is not latin-1.
         """
         version = _response_version(req)
-        app_closes = _take_connection_header(headers)
+        # The names in one string: one scan for the fields looked for, not a call per field.
+        names = "\n".join([name for name, _ in headers]).lower()
+        app_closes = "connection" in names and _take_connection_header(headers)
         keep_alive = req.keep_alive and not app_closes and not self._shutting_down and not self.closed and req.ended
         chunked = False
         if streamed:
-            has_length = any(name.lower() == "content-length" for name, _ in headers)
+            has_length = "\ncontent-length\n" in f"\n{names}\n"
             chunked = not has_length and version == "1.1"
             if chunked:
                 headers.append(("Transfer-Encoding", "chunked"))

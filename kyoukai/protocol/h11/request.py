@@ -35,8 +35,8 @@ class H11Request:
     def __init__(self) -> None:
         #: The request target, in the pieces the parser gave.
         self.url: list[bytes] = []
-        #: The header fields, decoded as latin-1.
-        self.headers: list[tuple[str, str]] = []
+        #: The header fields: the names as received, the values decoded as latin-1.
+        self.headers: list[tuple[bytes, str]] = []
         #: Bytes of the head so far, as counted against ``max_header_size``.
         self.head_size = 0
         #: The ``Host`` value, once seen.
