@@ -102,6 +102,10 @@ class RequestBody:
         if self._complete_body is not None:
             self._complete_body = b""
             self._pos = 0
+        # The callbacks hold the backend's request record, which holds this body: dropping them
+        # leaves no cycle for the collector.
+        self._on_consumed = None
+        self._on_first_read = None
 
     @property
     def complete(self) -> bool:
