@@ -43,8 +43,7 @@ class H2State(RequestBody):
     """
 
     def __init__(self, headers: list[tuple[bytes, bytes]], stream_id: int, protocol: H2KyoukaiProtocol) -> None:
-        # The credit goes back through the protocol, not a method of this object: a bound method
-        # kept on it would be a reference cycle, left for the cyclic collector once per request.
+        # Credit goes back through the protocol: a bound method of this object kept on it is a cycle.
         super().__init__(
             max_size=protocol.settings.max_body_size,
             on_consumed=functools.partial(protocol.acknowledge, stream_id),
@@ -138,8 +137,7 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         self._closed = False
         self._flush_handle: asyncio.Handle | None = None
         self._timer: DeadlineTimer
-        # (A dict used as an ordered set: a quarter of a set's size on an idle connection.)
-        self._fed: dict[H2State, None] = {}
+        self._fed: dict[H2State, None] = {}  # an ordered set, a quarter of a set's size
         self._join_writes = False
 
     @property
@@ -155,10 +153,7 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         self.component.connection_opened(self)
 
     def adopt(self, transport: Any, data: bytes = b"", *, upgrade: dict[str, Any] | None = None) -> None:
-        """
-        Take over a connection from HTTP/1.1: after the preface (``data`` starts with it), or
-        after ``101 Switching Protocols`` (``upgrade``: the environ of the h2c request, stream 1).
-        """
+        """Take over from HTTP/1.1: after the preface (``data`` starts with it), or after ``101`` (``upgrade``)."""
         self._start(transport, upgrade)
         if data:
             self.data_received(data)
@@ -224,9 +219,8 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
     # the core's events
 
     def _dispatch(self, events: list[Any]) -> None:
-        handlers = _EVENT_HANDLERS
         for event in events:
-            handlers[event.__class__](self, event)
+            _EVENT_HANDLERS[event.__class__](self, event)
 
     def _state(self, stream_id: int) -> H2State | None:
         stream = self.core.streams.get(stream_id)
@@ -344,8 +338,7 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         abort_transport(self.transport)
 
 
-#: The handler of each event of the core (one table for every connection: bound methods kept
-#: per connection would cost memory and a reference cycle each).
+#: The handler of each event of the core: one table, not bound methods kept per connection.
 _EVENT_HANDLERS: dict[type, Callable[[H2KyoukaiProtocol, Any], None]] = {
     ev.RequestReceived: H2KyoukaiProtocol.request_received,
     ev.RequestData: H2KyoukaiProtocol.receive_data,
