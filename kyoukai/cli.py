@@ -465,7 +465,9 @@ class DevServer(Component):
                 loop.remove_signal_handler(signal.SIGINT)
             else:
                 logger.info("Received %s; stopping gracefully.", sig.name)
-            loop.stop()
+            # Scheduled, not called: a signal handled just before asphalt's run_forever starts
+            # would have its stop() forgotten by uvloop, which clears the flag as it starts.
+            loop.call_soon(loop.stop)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
