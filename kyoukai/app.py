@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from asphalt.core import Component, Context, run_application
+from asphalt.core import Component, Context
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
 from werkzeug.routing import Map, RequestRedirect
 from werkzeug.wrappers import Request, Response
@@ -20,6 +20,7 @@ from kyoukai.blueprint import Blueprint
 from kyoukai.body import RequestBody
 from kyoukai.context import HTTPRequestContext
 from kyoukai.proxy import TrustedProxies, apply_forwarded
+from kyoukai.runner import Runner
 from kyoukai.util import SERVER_TOKEN, InvalidReturnValue
 from kyoukai.version import __version__ as __version__  # where Kyoukai 2.2 had it
 from kyoukai.websocket import invoke_websocket_route
@@ -336,7 +337,9 @@ class Kyoukai:
         loop: str | None = None,
     ) -> None:
         """
-        Serve until interrupted, through asphalt's :func:`~asphalt.core.run_application`.
+        Serve until SIGINT or SIGTERM, then stop gracefully (a second Ctrl-C stops at once), through
+        :class:`kyoukai.runner.Runner`, which takes the arguments of asphalt's
+        :func:`~asphalt.core.run_application`.
 
         :param loop: ``"auto"`` (uvloop when installed), ``"asyncio"`` or ``"uvloop"``; default:
             the environment variable ``KYOUKAI_LOOP``, else ``"auto"`` (see :mod:`kyoukai.loops`).
@@ -345,7 +348,7 @@ class Kyoukai:
         if component is None:
             component = self._default_component(ip, port)
         self.component = component
-        run_application(component, event_loop_policy=policy)
+        Runner(event_loop_policy=policy).run(component)
 
     def _default_component(self, ip: str, port: int) -> Component:
         factory = type(self).component_factory

@@ -20,16 +20,15 @@ import importlib
 import inspect
 import logging
 import os
-import signal
 import socket
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from asphalt.core import Component, Context, run_application
+from asphalt.core import Component, Context
 from asphalt.core.component import component_types
 
 from kyoukai import loops, reload
@@ -37,6 +36,7 @@ from kyoukai.app import Kyoukai
 from kyoukai.asgi.serve import INTERFACES, ASGIApplication, served_application
 from kyoukai.asphalt import KyoukaiBaseComponent, KyoukaiComponent
 from kyoukai.asphalt_config import ConfigError, load_asphalt_config
+from kyoukai.runner import Runner
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4444
@@ -422,11 +422,14 @@ class DevServer(Component):
         self,
         root: Component,
         *,
+        stop: Callable[[], None],
         access_log: bool | None = None,
         supervisor: socket.socket | None = None,
         listening: Sequence[socket.socket] = (),
     ) -> None:
         self.root = root
+        #: Stops the process gracefully (the runner's stop).
+        self.stop = stop
         self.access_log = access_log
         #: The reloader's end of the socket pair, when run by ``--reload``.
         self.supervisor = supervisor
@@ -437,10 +440,9 @@ class DevServer(Component):
     async def start(self, ctx: Context) -> None:
         """Start the root component and announce what it serves."""
         if self.access_log is not None:
-            # Set here, after run_application applied the logging configuration.
+            # Set here, after the runner applied the logging configuration.
             logging.getLogger("kyoukai.access").setLevel(logging.INFO if self.access_log else logging.WARNING)
         await self.root.start(ctx)
-        self._handle_stop_signals(asyncio.get_running_loop())
         served = sorted(KyoukaiBaseComponent.running, key=lambda component: component.port)
         if not served:
             logger.warning("No Kyoukai component is serving: the configuration starts none that listens.")
@@ -449,28 +451,6 @@ class DevServer(Component):
                 print(f"Serving {url} ({protocols(component)})", flush=True)
         if self.supervisor is not None:
             self._report_ready(self.supervisor)
-
-    @staticmethod
-    def _handle_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
-        """
-        Stop gracefully on SIGINT and SIGTERM from now on. asphalt handles them only once its loop
-        runs, a moment after the URLs are printed: a signal sent on seeing them must not find
-        the process between the two (a traceback, or no graceful stop).
-        """
-
-        def stop(sig: signal.Signals) -> None:
-            if sig == signal.SIGINT:
-                logger.info("Received SIGINT; stopping gracefully (Ctrl-C again to stop at once).")
-                # A second Ctrl-C interrupts the graceful stop.
-                loop.remove_signal_handler(signal.SIGINT)
-            else:
-                logger.info("Received %s; stopping gracefully.", sig.name)
-            # Scheduled, not called: a signal handled just before asphalt's run_forever starts
-            # would have its stop() forgotten by uvloop, which clears the flag as it starts.
-            loop.call_soon(loop.stop)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop, sig)
 
     def _report_ready(self, supervisor: socket.socket) -> None:
         """Tell the reloader this process serves, and follow its requests (see :mod:`kyoukai.reload`)."""
@@ -491,7 +471,7 @@ class DevServer(Component):
                 # The reloader is gone (killed without stopping us): stop rather than serve unsupervised.
                 loop.remove_reader(supervisor)
                 logger.warning("The reloader exited; stopping.")
-                loop.stop()
+                self.stop()
 
         loop.add_reader(supervisor, supervisor_readable)
 
@@ -541,7 +521,7 @@ def serve(args: argparse.Namespace) -> int:
     """Serve until interrupted (SIGINT or SIGTERM stop gracefully); the exit status."""
     inherited = [socket.socket(fileno=fd) for fd in args.serve_fd or ()]
     supervisor = socket.socket(fileno=args.supervisor_fd) if args.supervisor_fd is not None else None
-    runner: dict[str, Any] = {"logging": CONSOLE_LOGGING}
+    options: dict[str, Any] = {"logging": CONSOLE_LOGGING}
     if args.config is None:
         component = build_component(load_app(args.app), args.app, component_options(args), args.interface)
         component.listen_sockets = inherited or bind_all(server_addresses(args, None))
@@ -556,15 +536,17 @@ def serve(args: argparse.Namespace) -> int:
             root = component_types.create_object(**config.pop("component"))
         except Exception as e:
             raise CommandError(f"--config {args.config}: cannot create the root component: {e}") from None
-        runner.update(config)
-    if args.loop is not None or "event_loop_policy" not in runner:
+        options.update(config)
+    if args.loop is not None or "event_loop_policy" not in options:
         try:
-            runner["event_loop_policy"] = loops.event_loop_policy(args.loop)
+            options["event_loop_policy"] = loops.event_loop_policy(args.loop)
         except ValueError as e:
             raise CommandError(str(e)) from None
     try:
-        server = DevServer(root, access_log=args.access_log, supervisor=supervisor, listening=inherited)
-        run_application(server, **runner)
+        runner = Runner(**options)
+        runner.run(
+            DevServer(root, stop=runner.stop, access_log=args.access_log, supervisor=supervisor, listening=inherited)
+        )
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     return 0

@@ -1,0 +1,153 @@
+"""
+Running a root component until it is told to stop: what ``kyoukai run`` and :meth:`Kyoukai.run
+<kyoukai.app.Kyoukai.run>` use.
+
+It takes the arguments of asphalt's :func:`~asphalt.core.run_application` and logs the same
+lines, with one difference that matters for signals. asphalt starts the component in one run of
+the event loop and serves in a second one; a signal that arrives between the two is lost on
+uvloop (which listens for signals only while it runs), and a stop asked for as the first run ends
+is forgotten. Here the start, the serving and the stop are one coroutine in one run of the loop,
+the signal handlers are in place before the start, and the stop is an :class:`asyncio.Event`: set
+before it is waited for, it is not missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.config
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asphalt.core import Component, Context
+from asphalt.core.runner import policies
+from asphalt.core.utils import qualified_name
+
+logger = logging.getLogger("asphalt.core.runner")
+
+#: The exit status after a second interrupt stopped the process without waiting (128 + SIGINT).
+INTERRUPTED = 130
+
+
+class Runner:
+    """
+    Run a root component: configure logging, make the event loop, start the component within
+    ``start_timeout`` seconds, serve until :meth:`stop` (SIGINT and SIGTERM call it), then close the
+    root context, which stops the component gracefully. A second SIGINT (Ctrl-C) stops at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        event_loop_policy: str | None = None,
+        max_threads: int | None = None,
+        logging: dict[str, Any] | int | None = logging.INFO,
+        start_timeout: float | None = 10,
+    ) -> None:
+        self.event_loop_policy = event_loop_policy
+        self.max_threads = max_threads
+        self.logging = logging
+        self.start_timeout = start_timeout
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop gracefully (from the event loop's thread); a no-op once stopping."""
+        self._stopping.set()
+
+    def run(self, root: Component) -> None:
+        """
+        Serve ``root`` until stopped.
+
+        :raises SystemExit: with status 1 if the component failed to start, with the status of a
+            :exc:`SystemExit` raised while serving, or with :data:`INTERRUPTED` after a second Ctrl-C.
+        """
+        self._configure_logging()
+        logger.info("Running in %s mode", "development" if __debug__ else "production")
+        if self.event_loop_policy:
+            policy = policies.resolve(self.event_loop_policy)()
+            asyncio.set_event_loop_policy(policy)
+            logger.info("Switched event loop policy to %s", qualified_name(policy))
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            if self.max_threads is not None:
+                loop.set_default_executor(ThreadPoolExecutor(self.max_threads))
+                logger.info("Installed a new thread pool executor with max_workers=%d", self.max_threads)
+            exit_code = self._run_until_stopped(loop, loop.create_task(self._serve(root)))
+            if exit_code != INTERRUPTED:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+            logger.info("Application stopped")
+        logging.shutdown()
+        if exit_code:
+            sys.exit(exit_code)
+
+    def _configure_logging(self) -> None:
+        if isinstance(self.logging, dict):
+            logging.config.dictConfig(self.logging)
+        elif isinstance(self.logging, int):
+            logging.basicConfig(level=self.logging)
+
+    def _run_until_stopped(self, loop: asyncio.AbstractEventLoop, main: asyncio.Task[int]) -> int:
+        """
+        Run ``main`` to its end. A KeyboardInterrupt or SystemExit raised out of the loop (where no
+        signal handler is installed, or by the application) asks for the graceful stop and runs the
+        loop again; a KeyboardInterrupt during the graceful stop ends it at once.
+        """
+        exit_code: int | None = None
+        while True:
+            try:
+                code = loop.run_until_complete(main)
+            except KeyboardInterrupt:
+                if self._stopping.is_set():
+                    logger.warning("Interrupted again: stopping at once, without waiting for requests in progress.")
+                    if main.done() and not main.cancelled():
+                        main.exception()  # the KeyboardInterrupt it ended with: reported above
+                    return INTERRUPTED
+                logger.info("Interrupted; stopping gracefully.")
+                self.stop()
+            except SystemExit as e:
+                exit_code = e.code if isinstance(e.code, int) else 1
+                self.stop()
+            else:
+                return code if exit_code is None else exit_code
+
+    async def _serve(self, root: Component) -> int:
+        self._handle_signals(asyncio.get_running_loop())
+        logger.info("Starting application")
+        try:
+            async with Context() as ctx:
+                try:
+                    await asyncio.wait_for(root.start(ctx), self.start_timeout)
+                except TimeoutError:
+                    logger.error("Timeout waiting for the root component to start")
+                    raise
+                except Exception:
+                    logger.exception("Error during application startup")
+                    raise
+                logger.info("Application started")
+                await self._stopping.wait()
+                logger.info("Stopping application")
+        except Exception:
+            return 1
+        return 0
+
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_signal(sig: signal.Signals) -> None:
+            if sig == signal.SIGINT:
+                logger.info("Received SIGINT; stopping gracefully (Ctrl-C again to stop at once).")
+                # The default handler again: a second Ctrl-C raises KeyboardInterrupt.
+                loop.remove_signal_handler(signal.SIGINT)
+            else:
+                logger.info("Received %s; stopping gracefully.", sig.name)
+            self.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+            except NotImplementedError:  # pragma: no cover  (Windows: KeyboardInterrupt does it)
+                pass

@@ -1,0 +1,156 @@
+"""
+The runner behind ``kyoukai run`` and ``app.run()``: signals are handled from before the start,
+so a stop asked for at any moment is carried out, gracefully, on asyncio and on uvloop.
+
+Each test runs a small script in a subprocess whose root component tells the test where it is
+(lines on stdout) and waits for the test's go (a line on stdin), so every signal lands at a known
+point without sleeping.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DEADLINE = 20.0
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from asphalt.core import Component, Context
+    from kyoukai.runner import Runner
+
+    def say(line):
+        print(line, flush=True)
+
+    async def go():
+        # The test's go: a line on stdin.
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    class Root(Component):
+        async def start(self, ctx: Context) -> None:
+            async def teardown(exception):
+                say(f"teardown {type(exception).__name__ if exception else None}")
+                if "--slow-teardown" in sys.argv:
+                    say("tearing down")
+                    await go()
+            ctx.add_teardown_callback(teardown, pass_exception=True)
+            if "--fail" in sys.argv:
+                raise RuntimeError("no database")
+            say("starting")
+            await go()
+            if "--exit-while-serving" in sys.argv:
+                asyncio.get_running_loop().call_soon(sys.exit, 3)
+            say("started")
+
+    Runner(event_loop_policy=sys.argv[1] or None, logging=20).run(Root())
+    """
+)
+
+
+class Script:
+    def __init__(self, folder: Path, loop: str, *flags: str) -> None:
+        path = folder / "runner_script.py"
+        path.write_text(SCRIPT)
+        self.process = subprocess.Popen(
+            [sys.executable, str(path), loop, *flags],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, line: str) -> None:
+        assert self.process.stdout is not None
+        while True:
+            got = self.process.stdout.readline()
+            if not got:
+                pytest.fail(f"exited before {line!r}: {self.finish()}")
+            self.lines.append(got.strip())
+            if got.strip() == line:
+                return
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def finish(self) -> tuple[int, list[str], str]:
+        """The exit status, every stdout line, and stderr."""
+        try:
+            stdout, stderr = self.process.communicate(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, stderr = self.process.communicate()
+            pytest.fail(f"did not stop within {DEADLINE}s; stdout {self.lines + stdout.split()}; stderr:\n{stderr}")
+        return self.process.returncode, self.lines + stdout.splitlines(), stderr
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> str:
+    return "" if request.param == "asyncio" else "uvloop"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_start_stops_once_started(tmp_path: Path, loop: str, sig: signal.Signals) -> None:
+    script = Script(tmp_path, loop)
+    script.wait_for("starting")
+    script.process.send_signal(sig)
+    script.go()
+    status, lines, stderr = script.finish()
+    assert status == 0, stderr
+    assert lines[-2:] == ["started", "teardown None"]
+    assert f"Received {sig.name}; stopping gracefully" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_right_after_the_start_is_not_lost(tmp_path: Path, loop: str, sig: signal.Signals) -> None:
+    # The moment asphalt's run_application left unguarded: the start is over, serving not begun.
+    script = Script(tmp_path, loop)
+    script.wait_for("starting")
+    script.go()
+    script.wait_for("started")
+    script.process.send_signal(sig)
+    status, lines, stderr = script.finish()
+    assert status == 0, stderr
+    assert lines[-1] == "teardown None"
+    assert "Stopping application" in stderr
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path: Path, loop: str) -> None:
+    script = Script(tmp_path, loop, "--slow-teardown")
+    script.wait_for("starting")
+    script.go()
+    script.wait_for("started")
+    script.process.send_signal(signal.SIGINT)
+    script.wait_for("tearing down")
+    script.process.send_signal(signal.SIGINT)
+    status, _, stderr = script.finish()
+    assert status == 130
+    assert "Interrupted again: stopping at once" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_failed_start_exits_1_after_closing_the_context(tmp_path: Path, loop: str) -> None:
+    script = Script(tmp_path, loop, "--fail")
+    status, lines, stderr = script.finish()
+    assert status == 1
+    assert lines == ["teardown RuntimeError"]
+    assert "Error during application startup" in stderr
+    assert "RuntimeError: no database" in stderr
+
+
+def test_sys_exit_while_serving_stops_gracefully_with_its_status(tmp_path: Path, loop: str) -> None:
+    script = Script(tmp_path, loop, "--exit-while-serving")
+    script.wait_for("starting")
+    script.go()
+    status, lines, stderr = script.finish()
+    assert status == 3, stderr
+    assert lines[-2:] == ["started", "teardown None"]
