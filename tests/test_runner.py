@@ -154,3 +154,51 @@ def test_sys_exit_while_serving_stops_gracefully_with_its_status(tmp_path: Path,
     status, lines, stderr = script.finish()
     assert status == 3, stderr
     assert lines[-2:] == ["started", "teardown None"]
+
+
+APP = textwrap.dedent(
+    """
+    from kyoukai import Kyoukai
+
+    app = Kyoukai("leaving", shutdown_timeout=60)
+
+    @app.route("/leave")
+    async def leave(ctx):
+        raise {exception}
+    """
+)
+
+
+@pytest.mark.parametrize("exception", ["KeyboardInterrupt", "SystemExit(0)"])
+@pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "h2c"])
+def test_an_interrupt_inside_a_handler_does_not_hold_up_the_stop(tmp_path: Path, exception: str, http2: bool) -> None:
+    """
+    A Ctrl-C that lands while a handler runs ends that handler's task with KeyboardInterrupt:
+    its connection is closed (HTTP/1.1) or its stream reset (HTTP/2) at once, so the graceful
+    stop does not wait shutdown_timeout (60 s here) for an answer that will never come.
+    """
+    (tmp_path / "leaving.py").write_text(APP.format(exception=exception))
+    command = [sys.executable, "-m", "kyoukai", "run", "leaving:app", "--port", "0", "--no-access-log"]
+    server = subprocess.Popen(
+        command + (["--http2"] if http2 else []),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    url = server.stdout.readline().split()[1]
+    # The client waits longer than the test: only the server's closing can end its wait in time.
+    client = ["curl", "--silent", "--max-time", str(3 * DEADLINE), *(["--http2-prior-knowledge"] if http2 else [])]
+    with subprocess.Popen([*client, f"{url}/leave"], stdout=subprocess.PIPE, text=True) as answer:
+        try:
+            status = server.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            answer.kill()
+            pytest.fail(f"the server did not stop within {DEADLINE}s:\n{server.communicate()[1]}")
+        # No response: the handler never finished.
+        assert answer.wait(DEADLINE) != 0 and answer.stdout is not None and answer.stdout.read() == ""
+    stderr = server.communicate()[1]
+    assert status == 0, stderr
+    assert "Application stopped" in stderr

@@ -339,6 +339,11 @@ class KyoukaiProtocol(asyncio.Protocol):
         except Exception:
             logger.exception("Answering a request from %s failed; closing the connection.", self.peer)
             self._dispatch(core.close())
+        except BaseException:
+            # KeyboardInterrupt (a Ctrl-C landing in the app's code) or SystemExit: the process
+            # stops, and nothing answers this connection any more; it must not hold up the stop.
+            self._dispatch(core.close())
+            raise
         finally:
             self._task = None
             self._timer.set(core.next_deadline())
