@@ -15,7 +15,14 @@ from http11_client import chunked, request
 
 from kyoukai.protocol import events as ev
 from kyoukai.protocol.fields import InvalidFieldError
-from kyoukai.protocol.h11.connection import CONTINUE, H2_PREFACE, SWITCHING_TO_H2C, H11ServerConnection, chunk
+from kyoukai.protocol.h11.connection import (
+    CONTINUE,
+    FIRST_BYTES_GRACE,
+    H2_PREFACE,
+    SWITCHING_TO_H2C,
+    H11ServerConnection,
+    chunk,
+)
 from kyoukai.protocol.h11.request import H11Request, Rejection
 from kyoukai.settings import ServerSettings
 
@@ -548,7 +555,34 @@ class TestHTTP2:
 class TestShutdown:
     def test_an_idle_connection_ends_at_once(self) -> None:
         core, _ = connection()
+        req = received(core.receive_data(GET))[0]
+        answer(core, req)
+        assert core.response_done(req) == []
         assert core.start_shutdown() == [ev.ConnectionClosed(abort=False)]
+
+    def test_a_connection_that_sent_nothing_yet_gets_the_first_bytes_grace(self) -> None:
+        core, clock = connection(header_timeout=30)
+        assert core.start_shutdown() == []
+        assert core.next_deadline() == clock.now + FIRST_BYTES_GRACE
+        clock.now += FIRST_BYTES_GRACE
+        assert core.handle_timeout() == [ev.ConnectionClosed(abort=False)]
+
+    def test_the_grace_is_no_longer_than_header_timeout(self) -> None:
+        core, clock = connection(header_timeout=0.25)
+        assert core.start_shutdown() == []
+        assert core.next_deadline() == clock.now + 0.25
+
+    def test_a_request_sent_in_the_grace_is_answered_with_connection_close(self) -> None:
+        core, _ = connection()
+        assert core.start_shutdown() == []
+        req = received(core.receive_data(GET))[0]
+        assert answer(core, req).endswith(b"Connection: close\r\n\r\n")
+        assert kinds(core.response_done(req)) == [ev.ConnectionClosed]
+
+    def test_a_preface_sent_in_the_grace_is_handed_over(self) -> None:
+        core, _ = connection(h2c=True)
+        assert core.start_shutdown() == []
+        assert kinds(core.receive_data(H2_PREFACE)) == [ev.H2PrefaceReceived]
 
     def test_the_request_in_progress_is_answered_with_connection_close(self) -> None:
         core, _ = connection()

@@ -154,9 +154,10 @@ class KyoukaiProtocol(asyncio.Protocol):
     # lifecycle used by the component
 
     def shutdown(self) -> None:
-        """Finish the request in progress, then close; close at once if idle."""
+        """Finish the requests received, then close; close an idle one at once (see the core's ``start_shutdown``)."""
         if not self._handed_over:
             self._dispatch(self.core.start_shutdown())
+            self._timer.set(self.core.next_deadline())
 
     def abort(self) -> None:
         """Drop the connection now (with a TCP reset)."""
@@ -258,6 +259,9 @@ class KyoukaiProtocol(asyncio.Protocol):
         else:
             self.component.connection_handed_over(self, protocol)
             protocol.adopt(self.transport, data, upgrade=upgrade)
+            if self.core.shutting_down:
+                # The preface came in the first-bytes grace of a graceful stop: HTTP/2 stops too.
+                protocol.shutdown()
         if self._write_paused:
             protocol.pause_writing()
 

@@ -37,6 +37,9 @@ from kyoukai.wsgi import format_head, http_date, reason_phrase, to_wsgi_environm
 
 logger = logging.getLogger("kyoukai.http11")
 
+#: Seconds a connection that has sent nothing yet gets, once a graceful stop begins, to send
+#: its first request (see :meth:`H11ServerConnection.start_shutdown`).
+FIRST_BYTES_GRACE = 1.0
 #: The client connection preface of HTTP/2 (RFC 9113 section 3.4).
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -616,11 +619,21 @@ class H11ServerConnection(ProtocolCore):
     def start_shutdown(self) -> list[Any]:
         """
         Graceful shutdown: the requests received are answered, the last with
-        ``Connection: close``; an idle connection ends at once. The events that caused.
+        ``Connection: close``; an idle connection ends at once, but for one that has sent
+        nothing yet. That one was accepted a moment ago, and its first request (or HTTP/2
+        preface) may be in the socket already: closing it would reset the connection under it,
+        and an HTTP/2 client could not tell whether its requests were processed. It gets
+        :data:`FIRST_BYTES_GRACE` seconds (``header_timeout`` if shorter) to send them. The events
+        that caused.
         """
         self._shutting_down = True
         if not self._queue and self._incoming is None:
-            self._end(abort=False)
+            if self._seen_bytes or not self.reading:
+                self._end(abort=False)
+            else:
+                grace = self.clock() + FIRST_BYTES_GRACE
+                if self._header_deadline is None or grace < self._header_deadline:
+                    self._header_deadline = grace
         return self.take_events()
 
     def close(self) -> list[Any]:
