@@ -10,15 +10,12 @@ HEADERS, a stream reset in the read that opened it, a closed window) and serves 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import select
 import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 
 import h2.config
 import h2.connection
@@ -27,24 +24,14 @@ import h2.events
 import h2.settings
 import httpx
 import pytest
+from benchfiles import BENCH, load
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 BARE_H2 = BENCH / "apps" / "bare_h2.py"
 BODY = b"Hello, world!\n"
 TIMEOUT = 10.0
 REQUEST = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "127.0.0.1")]
 #: Responses of 14 bytes that fit the connection's initial window of 65,535 bytes.
 FITTING = 65_535 // len(BODY)
-
-
-def load(name: str, path: Path) -> ModuleType:
-    """Import a benchmark file by path (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 micro_h2 = load("micro_h2", BENCH / "micro_h2.py")

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib.util
 import json
 import socket
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import hpack
 import pytest
+from benchfiles import BENCH, load
 from conftest import RunningServer, serve
 from h2.errors import ErrorCodes
 from hyperframe.frame import (
@@ -32,19 +29,7 @@ from hyperframe.frame import (
 from kyoukai import Kyoukai
 from kyoukai.asphalt import KyoukaiComponent
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def load(name: str, path: Path) -> ModuleType:
-    """Import a benchmark file by path (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running it: dataclasses look their module up by name.
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 h2_load_client = load("bench_h2_load_client", BENCH / "h2_load_client.py")

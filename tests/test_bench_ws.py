@@ -6,28 +6,11 @@ every connection ends with a Close handshake, and failures are reported, not hid
 
 from __future__ import annotations
 
-import importlib.util
 import socket
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchfiles import BENCH, load
 from conftest import serve
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def load(name: str, path: Path) -> ModuleType:
-    """Import a benchmark file by path (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running it: dataclasses look their module up by name.
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 ws_client = load("bench_ws_client", BENCH / "ws_client.py")
 bench_app = load("bench_kyoukai_app", BENCH / "apps" / "kyoukai_app.py").app
