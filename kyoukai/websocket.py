@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kyoukai.websocket")
 
+#: Bytes of replies a handler may hold back while more received messages wait to be read (see
+#: :meth:`WebSocket.send`).
+BATCH_BYTES = 64 * 1024
+
 #: Environ key under which a backend leaves the :class:`WebSocketChannel` of a request that asks
 #: for a WebSocket.
 CHANNEL_KEY = "kyoukai.websocket"
@@ -164,6 +168,8 @@ class WebSocket(WebSocketBase):
         self._end: PeerClosed | Closed | Failed | None = None
         self._ended = asyncio.Event()
         self._reading_paused = False
+        #: Writes what :meth:`send` held back, on the loop's next turn.
+        self._flush_handle: asyncio.Handle | None = None
         #: Set by :meth:`close` before accepting: the handshake is refused with 403.
         self.refused = False
         bind = getattr(channel, "bind", None)
@@ -287,8 +293,22 @@ class WebSocket(WebSocketBase):
         except SessionClosedError:
             end = self._end
             raise WebSocketDisconnect(*(end.code, end.reason) if end else (1000, "closing")) from None
-        self._handle([])
-        await self._drain()
+        if self._messages and session.output_size < BATCH_BYTES:
+            # More received messages wait: the handler is likely to answer them too, so the
+            # replies go out in one write, with the last of them or at the loop's next turn.
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._channel.write(session.data_to_send())
+        if self._channel.must_wait() or self._end is not None:
+            await self._drain()
+
+    def _flush(self) -> None:
+        """Write what :meth:`send` held back (a message sent moves no deadline earlier: nothing else to do)."""
+        self._flush_handle = None
+        session = self._session
+        if session is not None and session.output_size:
+            self._channel.write(session.data_to_send())
 
     async def _drain(self) -> None:
         channel = self._channel

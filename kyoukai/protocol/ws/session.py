@@ -12,7 +12,9 @@ frames). Time comes from a clock; :meth:`~WebSocketSession.next_deadline` says w
 wsproto parses and writes the frames. The limits are checked where wsproto reads each frame
 header (:class:`FrameLimits`) and where a compressed message is inflated
 (:class:`~kyoukai.protocol.ws.deflate.DeflateExtension`), so an oversized message or a flood
-is refused before its payload is buffered.
+is refused before its payload is buffered. Without permessage-deflate, whole text and binary
+frames, most of the traffic, are read and written by :mod:`kyoukai.protocol.ws.frames` instead,
+with the same checks; every other frame goes to wsproto whole, as it arrives.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from kyoukai.protocol.core import ProtocolCore
 from kyoukai.protocol.h2.guard import RateBudget
 from kyoukai.protocol.ws.deflate import DeflateExtension, DeflateParameters
+from kyoukai.protocol.ws.frames import frame_length, read_messages, write_message
 from kyoukai.protocol.ws.settings import WebSocketSettings
 
 #: Close codes an endpoint may send (RFC 6455 section 7.4, and the IANA registry's 1012 and
@@ -160,6 +163,12 @@ class FrameLimits(Extension):
         """The frame is over: the next header is a new frame."""
         self._in_frame = False
 
+    def whole_message(self, length: int) -> None:
+        """A whole uncompressed message of ``length`` bytes was read without wsproto: count it as wsproto would."""
+        self._fragments = 1
+        self._wire_size = length
+        self._wire_limit = self.settings.ws_max_message_size
+
     def _fail(self, code: CloseReason, problem: str) -> CloseReason:
         self.problem = problem
         return code
@@ -189,6 +198,16 @@ class WebSocketSession(ProtocolCore):
         if self._deflate is not None:
             extensions.append(self._deflate)
         self._ws = Connection(ConnectionType.SERVER, extensions)
+        #: Whether whole data frames are read and written by :mod:`~kyoukai.protocol.ws.frames`
+        #: (compressed ones need the extension's state, so never with permessage-deflate).
+        self._fast = self._deflate is None
+        #: Bytes of the frame wsproto is reading that it has not been given yet.
+        self._owed = 0
+        #: The start of a frame head given to wsproto, too short yet to tell the frame's length.
+        self._head = b""
+        #: A whole message smaller than this fails the tiny-fragment check (only when
+        #: ``ws_fragment_grace`` is 0): wsproto must read it.
+        self._fast_min_size = settings.ws_min_fragment_size if settings.ws_fragment_grace < 1 else 0
         self._out = bytearray()
         #: The message being received (``None`` between messages).
         self._incoming: io.StringIO | io.BytesIO | None = None
@@ -222,8 +241,64 @@ class WebSocketSession(ProtocolCore):
                 self._finish(Closed(CloseReason.ABNORMAL_CLOSURE, "the peer ended without answering our Close"))
             return self.take_events()
         if data:
-            self._last_received = self.clock()
+            now = self._last_received = self.clock()
             self._ping_sent_at = None
+            if self._fast and self.open:
+                self._receive_frames(data, now)
+                return self.take_events()
+        self._to_wsproto(data)
+        return self.take_events()
+
+    def _receive_frames(self, data: bytes, now: float) -> None:
+        """
+        Read the whole data frames in ``data`` here and give wsproto the others, each whole
+        (as far as it has arrived): wsproto then always starts at a frame's head, in the state
+        it would have reached reading every frame itself.
+        """
+        pos = 0
+        end = len(data)
+        if self._head:
+            head = self._head + data[:14]
+            length = frame_length(head, 0)
+            if length is None:
+                self._head = head
+                self._to_wsproto(data)
+                return
+            self._owed = length - len(self._head)
+            self._head = b""
+        settings = self.settings
+        while True:
+            owed = self._owed
+            if owed:
+                if owed >= end - pos:
+                    self._owed = owed - (end - pos)
+                    self._to_wsproto(data[pos:] if pos else data)
+                    return
+                self._owed = 0
+                self._to_wsproto(data[pos : pos + owed])
+                pos += owed
+                if self.closed:
+                    return
+            if self._incoming is None:  # (else a fragmented message is under way: wsproto reads it)
+                messages, pos, last = read_messages(data, pos, settings.ws_max_message_size, self._fast_min_size)
+                if messages:
+                    events = self._events
+                    for message_data in messages:
+                        message = Message(message_data, sys.getsizeof(message_data))
+                        self.buffered_bytes += message.size
+                        events.append(message)
+                    self._last_message = now
+                    self._limits.whole_message(last)
+            if pos == end:
+                return
+            length = frame_length(data, pos)
+            if length is None:
+                self._head = data[pos:]
+                self._to_wsproto(self._head)
+                return
+            self._owed = length
+
+    def _to_wsproto(self, data: bytes) -> None:
         state_before = self._ws.state
         self._ws.receive_data(data)
         for event in self._ws.events():
@@ -236,7 +311,6 @@ class WebSocketSession(ProtocolCore):
                 self._receive_close(event, state_before)
                 break
             # A Pong needs nothing: any byte received already shows the peer is alive.
-        return self.take_events()
 
     def _receive_piece(self, event: wse.Message[Any]) -> None:
         if not self.open:
@@ -287,8 +361,11 @@ class WebSocketSession(ProtocolCore):
         if not self.open:
             state = "closing" if not self.closed else "closed"
             raise SessionClosedError(f"cannot send a message: the WebSocket is {state}")
-        event = wse.TextMessage(data=data) if isinstance(data, str) else wse.BytesMessage(data=data)
-        self._out += self._ws.send(event)
+        if self._fast:
+            write_message(self._out, data)
+        else:
+            event = wse.TextMessage(data=data) if isinstance(data, str) else wse.BytesMessage(data=data)
+            self._out += self._ws.send(event)
         self._last_message = self.clock()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -308,6 +385,11 @@ class WebSocketSession(ProtocolCore):
         self._out += self._ws.send(wse.CloseConnection(code=code, reason=reason))
         self._close_deadline = self.clock() + self.settings.ws_close_timeout
         self._incoming = None
+
+    @property
+    def output_size(self) -> int:
+        """Bytes queued for the peer that :meth:`data_to_send` has not handed out yet."""
+        return len(self._out)
 
     def data_to_send(self) -> bytes:
         """The bytes for the peer queued so far."""
