@@ -16,18 +16,30 @@ subtracted; it is printed too, about 1% of the figure. Instruction counts (callg
 making of the frames and the reading (twice), a few percent, the same for every server. A
 server that stops answering fails the run, saying how many responses arrived.
 
-    python bench/micro_h2.py [--bare] [--profile] [--requests N] [--rounds N]
+``--connections N`` spreads the requests over N connections, round-robin, one at a time on
+each (as ``h2load -c N -m 1``): every connection is set up (preface, SETTINGS and their
+acknowledgements) before the clock starts, and the figure is per request. With it,
+``--requests 0`` only sets the connections up and closes them: callgrind at two N gives the
+instructions of one connection's life without a request. ``--rate R`` makes the ``Date`` field
+change every R responses (a clock of R responses a second) instead of with the real clock, so
+that the figures do not depend on how fast the run goes (under callgrind, about 50 times slower,
+the date would change every few requests).
+
+    python bench/micro_h2.py [--bare] [--profile] [--requests N] [--rounds N] [--connections N] [--rate R]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import pstats
 import struct
 import sys
 import time
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from pathlib import Path
 
 import h2.config
@@ -39,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).with_name("apps")))
 from bare_h2 import BareH2  # noqa: E402
 from kyoukai_app import app  # noqa: E402
 
+import kyoukai.wsgi  # noqa: E402
 from kyoukai.backends.http2 import H2KyoukaiComponent, H2KyoukaiProtocol  # noqa: E402
 
 BATCH = 10
@@ -55,6 +68,8 @@ REQUEST_FIELDS = [
 STALL_SECONDS = 10.0
 #: Event-loop turns between two looks at the clock while waiting (a batch takes a few).
 TURNS_PER_CHECK = 64
+#: Seconds of the header and keep-alive timeouts with ``--connections``: no run is that slow.
+LONG_TIMEOUT = 86_400.0
 
 #: A frame head: the 24-bit length (as 8 + 16 bits), type, flags, stream id.
 FRAME_HEAD = struct.Struct(">BHBBI")
@@ -218,23 +233,36 @@ class ClientTransport(CountingTransport):
         return time.process_time() - start
 
 
+class ClientRequests:
+    """
+    What a client sends: its preface and SETTINGS (:attr:`first`), then the GET of stream 1,
+    whose fields go into the HPACK table, then the same indexed block on every later stream.
+    """
+
+    def __init__(self) -> None:
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**20})
+        self.first = client.data_to_send()
+        # Once the first request's fields are in the HPACK table every later block is the same
+        # bytes (all indexed): h2 codes streams 1 and 3, and every later stream reuses the block
+        # of 3. (h2 itself would take time quadratic in the number of streams it keeps open.)
+        client.send_headers(1, REQUEST_FIELDS, end_stream=True)
+        self.opening = client.data_to_send()
+        client.send_headers(3, REQUEST_FIELDS, end_stream=True)
+        self.block = client.data_to_send()[9:]
+
+    def frame(self, stream_id: int) -> bytes:
+        """The HEADERS frame of the GET on ``stream_id``."""
+        if stream_id == 1:
+            return self.opening
+        return FRAME_HEAD.pack(0, len(self.block), HEADERS, END_STREAM | END_HEADERS, stream_id) + self.block
+
+
 def client_frames(batches: int) -> tuple[bytes, list[bytes]]:
     """The client's preface and SETTINGS, then one chunk of bytes per batch of GETs."""
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    client.initiate_connection()
-    client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**20})
-    first = client.data_to_send()
-    # Once the first request's fields are in the HPACK table every later block is the same bytes
-    # (all indexed): h2 codes streams 1 and 3, and every later stream reuses the block of 3.
-    # (h2 itself would take time quadratic in the number of streams it keeps open.)
-    client.send_headers(1, REQUEST_FIELDS, end_stream=True)
-    opening = client.data_to_send()
-    client.send_headers(3, REQUEST_FIELDS, end_stream=True)
-    block = client.data_to_send()[9:]
-
-    def frame(stream_id: int) -> bytes:
-        return FRAME_HEAD.pack(0, len(block), HEADERS, END_STREAM | END_HEADERS, stream_id) + block
-
+    requests = ClientRequests()
+    first, opening, frame = requests.first, requests.opening, requests.frame
     chunks = []
     stream_id = 3
     for number in range(batches):
@@ -246,22 +274,67 @@ def client_frames(batches: int) -> tuple[bytes, list[bytes]]:
     return first, chunks
 
 
+def server_factory(bare: bool, **cfg: float) -> Callable[[], asyncio.Protocol]:
+    """Makes the protocol object of a new connection: Kyoukai's (with settings ``cfg``), or the bare h2 one."""
+    if bare:
+        return BareH2
+    component = H2KyoukaiComponent(app, ip="127.0.0.1", port=0, **cfg)
+    app.finalize()
+    return lambda: H2KyoukaiProtocol(component, None)
+
+
+async def open_connection(protocol: asyncio.Protocol, transport: ClientTransport, first: bytes) -> None:
+    """The connection's start: the client's preface and SETTINGS, the server's, both acknowledged."""
+    protocol.connection_made(transport)
+    protocol.data_received(first)
+    await asyncio.sleep(0)  # Kyoukai writes its SETTINGS in the next turn of the loop
+    transport.deliver()
+    protocol.data_received(transport.client.take_replies())
+
+
+class SimulatedDate:
+    """
+    Stands in for :func:`kyoukai.wsgi.http_date`: a clock that moves one second every ``rate``
+    calls (one call per response), from the real time at the start.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.calls = 0
+        self.start = int(time.time())
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        second = self.start + self.calls // self.rate
+        self.calls += 1
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True)
+        return self._value
+
+
+@contextlib.contextmanager
+def date_clock(rate: int | None) -> Iterator[None]:
+    """With ``rate``, the ``Date`` field changes every ``rate`` responses while in the block."""
+    if rate is None:
+        yield
+        return
+    real = kyoukai.wsgi.http_date
+    kyoukai.wsgi.http_date = SimulatedDate(rate)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        kyoukai.wsgi.http_date = real
+
+
 async def measure(requests: int, bare: bool, profiler: cProfile.Profile | None = None) -> tuple[float, float]:
     """One run: (server, client) CPU microseconds per request."""
     first, chunks = client_frames(requests // BATCH)
     transport = ClientTransport()
     client = transport.client
-    if bare:
-        protocol: asyncio.Protocol = BareH2()
-    else:
-        component = H2KyoukaiComponent(app, ip="127.0.0.1", port=0)
-        app.finalize()
-        protocol = H2KyoukaiProtocol(component, None)
-    protocol.connection_made(transport)
-    protocol.data_received(first)
-    await asyncio.sleep(0)  # Kyoukai writes its SETTINGS in the next turn of the loop
-    transport.deliver()
-    protocol.data_received(client.take_replies())
+    protocol = server_factory(bare)()
+    await open_connection(protocol, transport, first)
     deadline = Deadline()
     expected = 0
     if profiler is not None:
@@ -292,23 +365,134 @@ async def measure(requests: int, bare: bool, profiler: cProfile.Profile | None =
     return (elapsed - reading) / expected * 1e6, reading / expected * 1e6
 
 
+class EagerTransport(ClientTransport):
+    """
+    A :class:`ClientTransport` whose client reads every write at once (with hundreds of
+    connections, looking at each for unread bytes would cost more than the server's work),
+    adding the responses it completes to a count shared by every connection.
+    """
+
+    def __init__(self, tally: list[int]) -> None:
+        super().__init__()
+        self.tally = tally
+
+    def write(self, data: bytes) -> None:
+        self.unread.append(data)
+        client = self.client
+        before = client.responses
+        self.deliver()
+        self.tally[0] += client.responses - before
+
+    def writelines(self, chunks: list) -> None:
+        self.write(b"".join(chunks))
+
+
+async def measure_connections(
+    requests: int, connections: int, bare: bool, profiler: cProfile.Profile | None = None
+) -> tuple[float, float]:
+    """
+    One run over ``connections`` connections, the requests spread round-robin with one at a
+    time on each: (server, client) CPU microseconds per request; with no requests, per
+    connection set up and closed.
+    """
+    frames = ClientRequests()
+    # A connection waits for its next request while every other one is served: under callgrind
+    # (about 50 times slower) that would be longer than the default timeouts.
+    make_protocol = server_factory(bare, header_timeout=LONG_TIMEOUT, keep_alive_timeout=LONG_TIMEOUT)
+    tally = [0]
+    links: list[tuple[asyncio.Protocol, EagerTransport]] = []
+    if profiler is not None:
+        profiler.enable()
+    start = time.process_time()
+    for _ in range(connections):
+        transport = EagerTransport(tally)
+        protocol = make_protocol()
+        await open_connection(protocol, transport, frames.first)
+        links.append((protocol, transport))
+    if requests:
+        start = time.process_time()  # the requests alone are timed
+        await serve_round_robin(links, requests, frames, tally)
+    else:
+        for protocol, _ in links:
+            protocol.connection_lost(None)
+        await asyncio.sleep(0)
+    elapsed = time.process_time() - start
+    if profiler is not None:
+        profiler.disable()
+    if requests:
+        for protocol, _ in links:
+            protocol.connection_lost(None)
+    reading = sum(transport.reading_time() for _, transport in links)
+    per = requests or connections
+    return (elapsed - reading) / per * 1e6, reading / per * 1e6
+
+
+async def serve_round_robin(
+    links: list[tuple[asyncio.Protocol, EagerTransport]], requests: int, frames: ClientRequests, tally: list[int]
+) -> None:
+    """Send ``requests`` GETs, one to each connection in turn, each round waiting for its responses."""
+    deadline = Deadline()
+    expected = 0
+    stream_id = 1
+    while expected < requests:
+        stream_frame = frames.frame(stream_id)
+        stream_id += 2
+        active = links[: requests - expected]
+        expected += len(active)
+        for protocol, _ in active:
+            protocol.data_received(stream_frame)
+        turns = 0
+        while tally[0] < expected:
+            await asyncio.sleep(0)
+            turns += 1
+            if turns == TURNS_PER_CHECK:
+                turns = 0
+                for protocol, transport in active:
+                    deadline.check(tally[0], expected, transport, transport.client.failure)
+                    if transport.client.replies:  # a window the round itself closed
+                        protocol.data_received(transport.client.take_replies())
+        for protocol, transport in active:
+            if transport.client.replies:
+                protocol.data_received(transport.client.take_replies())
+    for _, transport in links:
+        deadline.check(tally[0], expected, transport, transport.client.failure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bare", action="store_true", help="measure the bare h2 protocol instead")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top 30 functions")
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=1, help="print the best of N runs")
+    parser.add_argument("--connections", type=int, help="spread the requests over N connections, one at a time on each")
+    parser.add_argument("--rate", type=int, help="the Date field changes every R responses (default: the real clock)")
     args = parser.parse_args()
-    if args.requests < BATCH:
+    connections = args.connections
+    if connections is None and args.requests < BATCH:
         parser.error(f"--requests must be at least {BATCH} (one batch), not {args.requests}")
+    if connections is not None and (connections < 1 or args.requests < 0):
+        parser.error(
+            f"--connections must be at least 1 and --requests at least 0, not {connections} and {args.requests}"
+        )
+    if args.rate is not None and args.rate < 1:
+        parser.error(f"--rate must be at least 1 response a second, not {args.rate}")
     profiler = cProfile.Profile() if args.profile else None
     rounds = 1 if profiler else max(args.rounds, 1)
-    micros, reading = min(asyncio.run(measure(args.requests, args.bare, profiler)) for _ in range(rounds))
+    with date_clock(args.rate):
+        if connections is None:
+            runs = [asyncio.run(measure(args.requests, args.bare, profiler)) for _ in range(rounds)]
+        else:
+            runs = [
+                asyncio.run(measure_connections(args.requests, connections, args.bare, profiler)) for _ in range(rounds)
+            ]
+    micros, reading = min(runs)
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     server = "bare h2" if args.bare else "Kyoukai"
+    unit = "request" if connections is None or args.requests else "connection set up and closed"
+    spread = "" if connections is None else f", {connections} connections"
     print(
-        f"{micros:.2f} us per request ({server}, HTTP/2, best of {rounds}; "
+        f"{micros:.2f} us per {unit} ({server}, HTTP/2{spread}, best of {rounds}; "
         f"the client's reading, {reading:.2f} us, subtracted)"
     )
 

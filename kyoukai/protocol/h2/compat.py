@@ -27,9 +27,14 @@ import h2.stream
 import hpack.hpack
 from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
 from h2.errors import ErrorCodes
+from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
 from h2.stream import H2Stream, H2StreamStateMachine, StreamClosedBy, StreamInputs, StreamState
 from h2.utilities import is_informational_response, normalize_inbound_headers
+from h2.windows import WindowManager
+from hpack import Decoder, Encoder
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 from hyperframe.frame import RstStreamFrame
 
@@ -73,12 +78,13 @@ __all__ = [
     "check_h2_version",
     "compact_settings",
     "connection_closed",
-    "install_coders",
+    "initiate_server_connection",
     "open_stream_count",
     "quiet_hpack_debug_logging",
     "send_response_head",
     "stream_or_none",
     "take_output",
+    "unindexed_date_field",
 ]
 
 
@@ -131,10 +137,34 @@ class CompactSettings(h2.settings.Settings):
                 settings[key] = _settled(settings[key][0])  # type: ignore[assignment]
         return changed
 
+    def copy(self) -> CompactSettings:
+        """The same settings, as a new object (the one-value tuples shared; no change may be in flight)."""
+        settings = CompactSettings.__new__(CompactSettings)
+        settings.__dict__.update(self.__dict__)
+        settings._settings = dict(self._settings)
+        return settings
+
+
+#: Whether a Settings object holds nothing but its table (and which side it is for): then a
+#: copy of one made earlier stands for a new one, without h2's checks of the values again.
+_SETTINGS_COPY = set(vars(h2.settings.Settings())) <= {"_client", "_settings"}
+#: Settings made, by side and initial values: each connection gets a copy.
+_SETTINGS_MADE: dict[tuple, CompactSettings] = {}
+_SETTINGS_MADE_KEPT = 16
+
 
 def compact_settings(client: bool, initial_values: dict[Any, int] | None = None) -> h2.settings.Settings:
     """A settings object for h2's ``local_settings`` or ``remote_settings``, small in memory."""
-    return CompactSettings(client, initial_values)
+    if not _SETTINGS_COPY:
+        return CompactSettings(client, initial_values)
+    key = (client, *initial_values.items()) if initial_values else (client,)
+    made = _SETTINGS_MADE.get(key)
+    if made is None:
+        made = CompactSettings(client, initial_values)
+        if len(_SETTINGS_MADE) >= _SETTINGS_MADE_KEPT:
+            _SETTINGS_MADE.clear()
+        _SETTINGS_MADE[key] = made
+    return made.copy()
 
 
 def _transitions_hold() -> bool:
@@ -201,6 +231,34 @@ class ResetBudgetExceeded(h2.exceptions.ProtocolError):
 #: Per class of connection: frame class to the function receiving it (made from h2's table).
 _FRAME_FUNCTIONS: dict[type, dict[type, Callable[..., tuple[list, list]]]] = {}
 
+#: Every attribute h2's H2Connection.__init__ sets: ServerH2Connection sets the same itself.
+_H2_CONNECTION_ATTRIBUTES = frozenset(
+    {
+        "state_machine",
+        "streams",
+        "highest_inbound_stream_id",
+        "highest_outbound_stream_id",
+        "encoder",
+        "decoder",
+        "config",
+        "local_settings",
+        "remote_settings",
+        "outbound_flow_control_window",
+        "max_outbound_frame_size",
+        "max_inbound_frame_size",
+        "incoming_buffer",
+        "_header_frames",
+        "_data_to_send",
+        "_closed_streams",
+        "_inbound_flow_control_window_manager",
+        "_frame_dispatch_table",
+    }
+)
+#: Whether the installed h2's connection sets exactly those (else ServerH2Connection lets h2 do it).
+LEAN_INIT = _SETTINGS_COPY and _H2_CONNECTION_ATTRIBUTES == set(
+    vars(h2.connection.H2Connection(h2.config.H2Configuration(client_side=False)))
+)
+
 
 class ServerH2Connection(h2.connection.H2Connection):
     """
@@ -213,6 +271,9 @@ class ServerH2Connection(h2.connection.H2Connection):
     - The settings are :class:`CompactSettings`, and frames are dispatched through a table of
       the class's functions rather than a dict of bound methods made for each connection
       (which also kept every connection in a reference cycle).
+    - It is set up without what h2's ``__init__`` makes only for it to be replaced (settings
+      objects, HPACK coders, the dict of bound methods): the coders are given, the settings
+      copied from ones made earlier (see :data:`LEAN_INIT`, checked at import).
     - A request head that opens a stream (the usual HEADERS frame) is read in fewer steps
       (:meth:`receive_data_and_heads`, :meth:`_open_request_stream`): same checks, same state,
       same events, tested against h2's own path by ``tests/test_h2_core_fastpath.py``.
@@ -231,22 +292,72 @@ class ServerH2Connection(h2.connection.H2Connection):
     #: The reset budget's verdict, once a reset was one too many.
     reset_violation: Any = None
 
-    def __init__(self, config: h2.config.H2Configuration, count_reset: Callable[[], Any] | None = None) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: h2.config.H2Configuration,
+        count_reset: Callable[[], Any] | None = None,
+        *,
+        encoder: Encoder | None = None,
+        decoder: Decoder | None = None,
+    ) -> None:
+        if LEAN_INIT:
+            self._set_up(config, Encoder() if encoder is None else encoder, decoder)
+        else:
+            super().__init__(config)
+            del self._frame_dispatch_table
+            self.remote_settings = CompactSettings(client=not config.client_side)
+            if encoder is not None:
+                self.encoder = encoder
+            if decoder is not None:
+                self.decoder = decoder
         # How the last 4096 client streams were closed, in 40 KiB at most.
         self._closed_streams = ClosedStreams()  # type: ignore[assignment]
         self._count_reset = count_reset
-        self.remote_settings = CompactSettings(client=not config.client_side)
-        table = self.__dict__.pop("_frame_dispatch_table")
         functions = _FRAME_FUNCTIONS.get(type(self))
         if functions is None:
-            functions = _FRAME_FUNCTIONS[type(self)] = {kind: method.__func__ for kind, method in table.items()}
+            table = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))._frame_dispatch_table
+            functions = _FRAME_FUNCTIONS[type(self)] = {
+                kind: getattr(type(self), method.__name__) for kind, method in table.items()
+            }
         #: Frame class to the function that receives it, shared by the connections of a class.
         self._frame_functions = functions
         #: Whether h2 hands request heads over as they are decoded, cookies joined (what
         #: _open_request_stream does itself).
         self._plain_heads = (
             not config.validate_inbound_headers and not config.header_encoding and config.normalize_inbound_headers
+        )
+
+    def _set_up(self, config: h2.config.H2Configuration, encoder: Encoder, decoder: Decoder | None) -> None:
+        """
+        What h2's ``__init__`` sets, the same values, less what it makes only to be replaced:
+        its settings are copies of ones made earlier, and no table of bound methods.
+        """
+        self.state_machine = H2ConnectionStateMachine()
+        self.streams = {}
+        self.highest_inbound_stream_id = 0
+        self.highest_outbound_stream_id = 0
+        self.encoder = encoder
+        if decoder is None:
+            decoder = Decoder()
+            decoder.max_header_list_size = self.DEFAULT_MAX_HEADER_LIST_SIZE
+        self.decoder = decoder
+        self.config = config
+        self.local_settings = compact_settings(
+            config.client_side,
+            {
+                SettingCodes.MAX_CONCURRENT_STREAMS: 100,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.DEFAULT_MAX_HEADER_LIST_SIZE,
+            },
+        )
+        self.remote_settings = compact_settings(not config.client_side)
+        self.outbound_flow_control_window = self.remote_settings.initial_window_size
+        self.max_outbound_frame_size = self.remote_settings.max_frame_size
+        self.max_inbound_frame_size = self.local_settings.max_frame_size
+        self.incoming_buffer = FrameBuffer(server=not config.client_side)
+        self._header_frames = []
+        self._data_to_send = bytearray()
+        self._inbound_flow_control_window_manager = WindowManager(
+            max_window_size=self.local_settings.initial_window_size
         )
 
     def _receive_frame(self, frame: Any) -> list:
@@ -431,13 +542,37 @@ def allow_unlimited_streams(conn: h2.connection.H2Connection) -> None:
     conn.local_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = _settled(2**31 - 1)  # type: ignore[assignment]
 
 
-def install_coders(conn: h2.connection.H2Connection, encoder: Any, decoder: Any) -> None:
+#: A server's first frames (its SETTINGS, then the connection's WINDOW_UPDATE if any), by
+#: window increment and local settings: the same bytes for every connection of a component.
+_OPENINGS: dict[tuple, bytes] = {}
+_OPENINGS_KEPT = 16
+
+
+def initiate_server_connection(conn: ServerH2Connection, window_increment: int) -> None:
     """
-    Put HPACK coders of our own in place of h2's (before any header block, so that both ends'
-    tables stay in step).
+    h2's ``initiate_connection``, then ``increment_flow_control_window(window_increment)`` when
+    it is positive: the same state changes and the same bytes queued, the bytes made by h2 for
+    the first connection with these settings and copied for the others.
     """
-    conn.encoder = encoder
-    conn.decoder = decoder
+    settings = conn.local_settings._settings
+    key = (window_increment, *settings.items()) if all(v.__class__ is tuple for v in settings.values()) else None
+    opening = _OPENINGS.get(key) if key is not None else None
+    if opening is None:
+        start = len(conn._data_to_send)
+        conn.initiate_connection()
+        if window_increment > 0:
+            conn.increment_flow_control_window(window_increment)
+        if key is not None:
+            if len(_OPENINGS) >= _OPENINGS_KEPT:
+                _OPENINGS.clear()
+            _OPENINGS[key] = bytes(conn._data_to_send[start:])
+        return
+    # (The increment was checked by h2 when the bytes were made.)
+    conn.state_machine.process_input(ConnectionInputs.SEND_SETTINGS)
+    if window_increment > 0:
+        conn.state_machine.process_input(ConnectionInputs.SEND_WINDOW_UPDATE)
+        conn._inbound_flow_control_window_manager.window_opened(window_increment)
+    conn._data_to_send += opening
 
 
 def take_output(conn: h2.connection.H2Connection) -> bytes:
@@ -555,6 +690,32 @@ class VersionedHeaderTable(HeaderTable):
         HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
 
     maxsize = property(HeaderTable.maxsize.fget, _set_maxsize)  # type: ignore[attr-defined]
+
+
+#: The first bytes of a literal without indexing (RFC 7541 section 6.2.2, pattern 0000) whose
+#: name is the static table's ``date`` (a 4-bit index).
+_DATE_PREFIX = bytes(hpack.hpack.encode_integer(HeaderTable.STATIC_TABLE.index((b"date", b"")) + 1, 4))
+_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+#: Coded date fields by (value, huffman), shared by every connection (one new value a second).
+_date_fields: dict[tuple[Any, bool], bytes] = {}
+_DATE_FIELDS_KEPT = 8
+
+
+def unindexed_date_field(value: Any, huffman: bool) -> bytes:
+    """The HPACK representation of a ``date`` field of ``value`` that leaves the dynamic table alone."""
+    field = _date_fields.get((value, huffman))
+    if field is None:
+        data = hpack.hpack._to_bytes(value)  # as hpack codes values
+        if huffman:
+            data = _HUFFMAN.encode(data)
+        length = hpack.hpack.encode_integer(len(data), 7)
+        if huffman:
+            length[0] |= 0x80
+        field = _DATE_PREFIX + bytes(length) + data
+        if len(_date_fields) >= _DATE_FIELDS_KEPT:
+            _date_fields.clear()
+        _date_fields[value, huffman] = field
+    return field
 
 
 class _NoLog:

@@ -140,7 +140,14 @@ class H2ServerConnection(ProtocolCore):
         self._alpn_h2 = alpn_h2
         #: The abuse budgets.
         self.guard = ConnectionGuard(settings, clock, is_active=self._is_active)
-        self.h2 = compat.ServerH2Connection(_H2_CONFIG, count_reset=self.guard.count_reset)
+        # HPACK coders that remember repeated header blocks.
+        compat.quiet_hpack_debug_logging()
+        self.h2 = compat.ServerH2Connection(
+            _H2_CONFIG,
+            count_reset=self.guard.count_reset,
+            encoder=MemoEncoder(),
+            decoder=MemoDecoder(settings.max_header_size),
+        )
         #: Open streams by id (a stream whose body is being thrown away included).
         self.streams: dict[int, Stream] = {}
         self.scheduler = Scheduler()
@@ -184,20 +191,16 @@ class H2ServerConnection(ProtocolCore):
                 SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
-        # HPACK coders that remember repeated header blocks; the tables are empty here, so
-        # swapping them in keeps both ends in step.
-        compat.quiet_hpack_debug_logging()
-        compat.install_coders(conn, MemoEncoder(), MemoDecoder(settings.max_header_size))
         conn.max_inbound_frame_size = settings.max_frame_size
+        extra_window = settings.connection_window_size - 65535
         if upgrade_settings is None:
-            conn.initiate_connection()
+            compat.initiate_server_connection(conn, extra_window)
         else:
             value = upgrade_settings.strip()
             conn.initiate_upgrade_connection((value + "=" * (-len(value) % 4)).encode("latin-1"))
+            if extra_window > 0:
+                conn.increment_flow_control_window(extra_window)
         compat.allow_unlimited_streams(conn)
-        extra_window = settings.connection_window_size - 65535
-        if extra_window > 0:
-            conn.increment_flow_control_window(extra_window)
         if upgrade_settings is not None:
             self._pull_h2()
         # Otherwise the server's preface waits for the client's first bytes (see
