@@ -46,7 +46,6 @@ import collections
 import itertools
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -65,6 +64,8 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+
+from kyoukai import loops
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: The receive window advertised for every stream and for the connection: h2load's default
@@ -545,17 +546,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def loop_factory(no_uvloop: bool = False) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop factory when installed (and not refused), else asyncio's default."""
-    if not no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            return None
-        return uvloop.new_event_loop
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -571,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"h2_load_client: {e}", file=sys.stderr)
         return 2
-    with asyncio.Runner(loop_factory=loop_factory(args.no_uvloop)) as runner:
+    with asyncio.Runner(loop_factory=loops.loop_factory("asyncio" if args.no_uvloop else "auto")) as runner:
         result = runner.run(load.run())
     print(json.dumps(result.as_dict()), flush=True)
     return 1 if result.failed else 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import pstats
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).with_name("apps")))
 
 from kyoukai_app import app  # noqa: E402
-from micro_h2 import TURNS_PER_CHECK, CountingTransport, Deadline  # noqa: E402
+from micro_h2 import TURNS_PER_CHECK, CountingTransport, Deadline, best_of  # noqa: E402
 
 from kyoukai.asphalt import KyoukaiComponent  # noqa: E402
 from kyoukai.backends.httptools_ import KyoukaiProtocol  # noqa: E402
@@ -70,11 +69,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5, help="print the best of N runs")
     args = parser.parse_args()
-    profiler = cProfile.Profile() if args.profile else None
-    rounds = 1 if profiler else args.rounds
-    micros = min(asyncio.run(measure(args.requests, profiler)) for _ in range(rounds))
-    if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    micros, rounds = best_of(lambda profiler: measure(args.requests, profiler), args.rounds, args.profile)
     print(f"{micros:.2f} us per request (Kyoukai, HTTP/1.1, best of {rounds})")
 
 

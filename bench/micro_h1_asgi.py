@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import pstats
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).with_name("apps")))
 
-from micro_h2 import CountingTransport  # noqa: E402
+from micro_h2 import CountingTransport, best_of  # noqa: E402
 
 from kyoukai.asphalt import KyoukaiComponent  # noqa: E402
 from kyoukai.backends.httptools_ import KyoukaiProtocol  # noqa: E402
@@ -92,13 +91,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5, help="print the best of N runs")
     args = parser.parse_args()
-    profiler = cProfile.Profile() if args.profile else None
-    rounds = 1 if profiler else args.rounds
-    micros = min(
-        asyncio.run(measure(args.app, args.requests, args.connections, args.batch, profiler)) for _ in range(rounds)
+    micros, rounds = best_of(
+        lambda profiler: measure(args.app, args.requests, args.connections, args.batch, profiler),
+        args.rounds,
+        args.profile,
     )
-    if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     what = f"{args.app} app, {args.connections} connections, batch {args.batch}"
     print(f"{micros:.2f} us per request (Kyoukai, HTTP/1.1, {what}, best of {rounds})")
 

@@ -38,9 +38,10 @@ import pstats
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -458,6 +459,22 @@ async def serve_round_robin(
         deadline.check(tally[0], expected, transport, transport.client.failure)
 
 
+T = TypeVar("T")
+
+
+def best_of(run: Callable[[cProfile.Profile | None], Awaitable[T]], rounds: int, profile: bool) -> tuple[T, int]:
+    """
+    The smallest result of ``rounds`` runs of ``run`` (one, under cProfile, whose top 30
+    functions are printed, with ``profile``), and how many runs that was.
+    """
+    profiler = cProfile.Profile() if profile else None
+    rounds = 1 if profiler else max(rounds, 1)
+    best = min(asyncio.run(run(profiler)) for _ in range(rounds))
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    return best, rounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bare", action="store_true", help="measure the bare h2 protocol instead")
@@ -476,18 +493,17 @@ def main() -> None:
         )
     if args.rate is not None and args.rate < 1:
         parser.error(f"--rate must be at least 1 response a second, not {args.rate}")
-    profiler = cProfile.Profile() if args.profile else None
-    rounds = 1 if profiler else max(args.rounds, 1)
     with date_clock(args.rate):
         if connections is None:
-            runs = [asyncio.run(measure(args.requests, args.bare, profiler)) for _ in range(rounds)]
+            (micros, reading), rounds = best_of(
+                lambda profiler: measure(args.requests, args.bare, profiler), args.rounds, args.profile
+            )
         else:
-            runs = [
-                asyncio.run(measure_connections(args.requests, connections, args.bare, profiler)) for _ in range(rounds)
-            ]
-    micros, reading = min(runs)
-    if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+            (micros, reading), rounds = best_of(
+                lambda profiler: measure_connections(args.requests, connections, args.bare, profiler),
+                args.rounds,
+                args.profile,
+            )
     server = "bare h2" if args.bare else "Kyoukai"
     unit = "request" if connections is None or args.requests else "connection set up and closed"
     spread = "" if connections is None else f", {connections} connections"

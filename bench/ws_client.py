@@ -29,9 +29,10 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import cast
+
+from kyoukai import loops
 
 #: The suffix of the key in ``Sec-WebSocket-Accept`` (RFC 6455 section 1.3).
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -409,20 +410,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def loop_factory(no_uvloop: bool = False) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop factory when installed (and not refused), else asyncio's default."""
-    if not no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            return None
-        return uvloop.new_event_loop
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    factory = loop_factory(args.no_uvloop)
+    factory = loops.loop_factory("asyncio" if args.no_uvloop else "auto")
     with asyncio.Runner(loop_factory=factory) as runner:
         result = runner.run(
             run_load(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+from collections.abc import Callable
 
 #: The environment variable that sets the default choice.
 ENV_VAR = "KYOUKAI_LOOP"
@@ -48,6 +49,15 @@ def resolve(choice: str | None = None) -> str:
 def event_loop_policy(choice: str | None = None) -> str | None:
     """The ``event_loop_policy`` for :func:`asphalt.core.run_application` (``None``: asyncio's)."""
     return "uvloop" if resolve(choice) == "uvloop" else None
+
+
+def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The ``loop_factory`` for :class:`asyncio.Runner` for ``choice`` (see :func:`resolve`); ``None``: asyncio's."""
+    if resolve(choice) == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 _hinted = False

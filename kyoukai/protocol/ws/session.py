@@ -282,11 +282,8 @@ class WebSocketSession(ProtocolCore):
             if self._incoming is None:  # (else a fragmented message is under way: wsproto reads it)
                 messages, pos, last = read_messages(data, pos, settings.ws_max_message_size, self._fast_min_size)
                 if messages:
-                    events = self._events
                     for message_data in messages:
-                        message = Message(message_data, sys.getsizeof(message_data))
-                        self.buffered_bytes += message.size
-                        events.append(message)
+                        self._deliver(message_data)
                     self._last_message = now
                     self._limits.whole_message(last)
             if pos == end:
@@ -321,11 +318,14 @@ class WebSocketSession(ProtocolCore):
         incoming.write(event.data)
         if event.message_finished:
             self._incoming = None
-            data = incoming.getvalue()
-            message = Message(data, sys.getsizeof(data))
-            self.buffered_bytes += message.size
+            self._deliver(incoming.getvalue())
             self._last_message = self.clock()
-            self._events.append(message)
+
+    def _deliver(self, data: str | bytes) -> None:
+        """A whole message for the handler, counted in what it has not read yet."""
+        message = Message(data, sys.getsizeof(data))
+        self.buffered_bytes += message.size
+        self._events.append(message)
 
     def _receive_close(self, event: wse.CloseConnection, state_before: object) -> None:
         code, reason = int(event.code), event.reason or ""
