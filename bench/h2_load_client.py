@@ -51,6 +51,7 @@ from typing import Any, cast
 
 import hpack
 from h2.errors import ErrorCodes
+from hpack.hpack import encode_integer
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import (
     ContinuationFrame,
@@ -80,23 +81,9 @@ _HEADERS_END_STREAM_END_HEADERS = b"\x01\x05"
 _NO_DYNAMIC_TABLE = b"\x20"
 
 
-def _hpack_integer(value: int, prefix_bits: int, flags: int = 0) -> bytes:
-    """An HPACK integer with an N-bit prefix (RFC 7541 section 5.1)."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((flags | value,))
-    out = bytearray((flags | limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _literal(name_index: int, value: bytes) -> bytes:
     """A field line without indexing, its name from the static table (RFC 7541 section 6.2.2)."""
-    return _hpack_integer(name_index, 4) + _hpack_integer(len(value), 7) + value
+    return bytes(encode_integer(name_index, 4) + encode_integer(len(value), 7)) + value
 
 
 @dataclass
