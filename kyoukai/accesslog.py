@@ -25,21 +25,20 @@ What a line costs, and what logging still does with it:
   factory or logger class makes it), handled by :meth:`logging.Logger.handle`: the filters of
   ``kyoukai.access``, then the handlers of it and of its ancestors while ``propagate`` is
   true, each with its level and filters. Its ``pathname``, ``lineno`` and ``funcName`` are
-  those of :meth:`AccessLog.log` (the caller is not looked up on the stack); its thread and
-  process attributes are taken when the thread logs its first line.
+  those of :meth:`AccessLog.log` (the caller is not looked up on the stack).
 - No record is made when no filter is set on ``kyoukai.access`` or on a handler that takes
   the line, and each such handler is a :class:`logging.StreamHandler` or
-  :class:`logging.FileHandler` (not a subclass that changes how a record is handled,
-  formatted, emitted or flushed) with logging's own :class:`logging.Formatter` (not a
+  :class:`logging.FileHandler` (not a subclass that changes how a record is filtered,
+  handled, formatted, emitted or flushed) with logging's own :class:`logging.Formatter` (not a
   subclass) whose format puts only constant text around the message (``logging.BASIC_FORMAT``,
   ``%(levelname)s %(name)s: %(message)s``..., not ``%(asctime)s``: that is found by
-  formatting three probe records once per thread and formatter). Then that text is written
+  formatting probe records once per thread and formatter; a format naming the thread keeps
+  the name it had then). Then that text is written
   to each handler's stream under its lock, and flushed, as its ``emit`` would.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -93,14 +92,7 @@ def _bytes(environ: dict[str, Any], status: int) -> int | str:
     response: Response | None = environ.get(RESPONSE_KEY)
     if response is None or environ.get("REQUEST_METHOD") == "HEAD" or status < 200 or status in _NO_BODY_STATUSES:
         return "-"
-    # What ``response.content_length`` gives, in one pass over the fields instead of two.
-    for name, value in response.headers:
-        if len(name) == 14 and name.lower() == "content-length":
-            try:
-                return int(value) or "-"
-            except (ValueError, TypeError):
-                return "-"
-    return "-"
+    return response.headers.get("Content-Length", type=int) or "-"
 
 
 def _duration(environ: dict[str, Any], status: int) -> float:
@@ -269,6 +261,7 @@ _CALL_HANDLERS = logging.Logger.callHandlers
 _HANDLE = logging.Handler.handle
 _ACQUIRE = logging.Handler.acquire
 _RELEASE = logging.Handler.release
+_FILTER = logging.Filterer.filter
 _FORMAT = logging.Handler.format
 _STREAM_EMIT = logging.StreamHandler.emit
 _STREAM_FLUSH = logging.StreamHandler.flush
@@ -283,6 +276,7 @@ _STOCK = all(
         _HANDLE,
         _ACQUIRE,
         _RELEASE,
+        _FILTER,
         _FORMAT,
         _STREAM_EMIT,
         _STREAM_FLUSH,
@@ -291,14 +285,11 @@ _STOCK = all(
     )
 )
 
-#: Per thread: ``template``, the attributes of a record made in it and when logging started
-#: (a line's record copies them and sets its message and times, and task from Python 3.12:
-#: all that making one from scratch would change), and ``frames``, the text each handler
-#: writes around a message (see :func:`_frame`).
+#: Per thread (a format may name the thread): ``frames``, the text each handler writes around
+#: a message (see :func:`_frame`).
 _per_thread = threading.local()
 os.register_at_fork(after_in_child=lambda: _per_thread.__dict__.clear())
 _TASK_NAMES = "taskName" in vars(logging.LogRecord(logger.name, logging.INFO, __file__, 0, "", (), None))
-_new_object = object.__new__
 #: How many handlers' frames a thread keeps.
 _MAX_FRAMES = 32
 #: Probe messages, times and task names for :func:`_frame`.
@@ -306,6 +297,8 @@ _PROBES = (
     ("", 1_000_000_000.125, "probe-1"),
     ("a'\"\\é\n\t%s{}$x", 2_000_000_000.5, "probe-2"),
     ("Zq", 1_234_567_890.875, None),
+    # Longer than any precision a format could cut the message to (``%(message).20s``).
+    ("x" * 65_536, 1_500_000_000.25, "probe-4"),
 )
 
 
@@ -361,8 +354,11 @@ def _emit(message: str) -> None:
         # What the handler's handle() does once its format gave the text: under the lock its
         # acquire() takes, StreamHandler.emit's write and flush.
         with lock:
+            stream = handler.stream  # type: ignore[attr-defined]
+            if stream is None:  # closed by another thread meanwhile: its emit reopens a file
+                handler.handle(_record(message))
+                continue
             try:
-                stream = handler.stream  # type: ignore[attr-defined]
                 stream.write(text)
                 if hasattr(stream, "flush"):
                     stream.flush()
@@ -377,7 +373,7 @@ def _frame(handler: logging.Handler) -> tuple[str, str] | None:
     The text ``handler`` writes before and after the message of an access record, if that
     is all it writes: it is a StreamHandler or FileHandler (not a subclass that changes how a
     record is handled, formatted, emitted or flushed, or how its lock is taken), its formatter
-    is logging's own Formatter (or the default one), and three probe records, with other
+    is logging's own Formatter (or the default one), and probe records, with other
     messages, times and tasks, are formatted as that text around their message. ``None`` for any other (one that
     writes the time, pads or quotes the message, a subclass...).
     """
@@ -389,6 +385,7 @@ def _frame(handler: logging.Handler) -> tuple[str, str] | None:
         and kind.flush is _STREAM_FLUSH
         and kind.acquire is _ACQUIRE
         and kind.release is _RELEASE
+        and kind.filter is _FILTER
     ):
         return None
     formatter = handler.formatter
@@ -408,35 +405,14 @@ def _frame(handler: logging.Handler) -> tuple[str, str] | None:
             texts.append(handler.format(record))
         except Exception:
             return None
-    empty, first, second = texts
+    empty, *others = texts
     for cut in range(len(empty) + 1):
         before, after = empty[:cut], empty[cut:]
-        if first == before + _PROBES[1][0] + after and second == before + _PROBES[2][0] + after:
+        if all(text == before + probe[0] + after for text, probe in zip(others, _PROBES[1:], strict=True)):
             return before, after
     return None
 
 
 def _record(message: str) -> logging.LogRecord:
-    """The record of one line, with the attributes ``logger.makeRecord`` gives it."""
-    if not _plain_logger():
-        return logger.makeRecord(logger.name, logging.INFO, __file__, _LOG_LINE, message, (), None, "log")
-    template = getattr(_per_thread, "template", None)
-    if template is None:
-        made = logging.LogRecord(logger.name, logging.INFO, __file__, _LOG_LINE, "", (), None, "log")
-        template = _per_thread.template = (vars(made), made.created - made.relativeCreated / 1000)
-    values = template[0].copy()
-    now = time.time()
-    values["msg"] = message
-    values["created"] = now
-    # As LogRecord computes them, in float operations only (the same values for a positive time).
-    values["msecs"] = now % 1.0 * 1000.0 // 1.0
-    values["relativeCreated"] = (now - template[1]) * 1000.0
-    if _TASK_NAMES:
-        try:
-            task = asyncio.current_task() if logging.logAsyncioTasks else None  # type: ignore[attr-defined]
-        except RuntimeError:  # no event loop running
-            task = None
-        values["taskName"] = task.get_name() if task is not None else None
-    record: logging.LogRecord = _new_object(logging.LogRecord)
-    record.__dict__ = values
-    return record
+    """The record of one line, as the logger's ``makeRecord`` makes it (the caller is not looked up)."""
+    return logger.makeRecord(logger.name, logging.INFO, __file__, _LOG_LINE, message, (), None, "log")

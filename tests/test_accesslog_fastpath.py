@@ -174,8 +174,9 @@ class TestOnTheConsole:
             ("$levelname $name $$ $message", "$", True),
             ("{levelname} {message!s:>12}", "{", False),
             ("%(message)r", "%", False),
+            ("%(message).20s", "%", False),
         ],
-        ids=["basic", "message", "constant-fields", "braces", "dollars", "padded", "quoted"],
+        ids=["basic", "message", "constant-fields", "braces", "dollars", "padded", "quoted", "cut short"],
     )
     def test_the_line_is_what_the_formatter_would_write(
         self, fmt: str, style: str, cheap: bool, root_logging: logging.Logger, monkeypatch: pytest.MonkeyPatch
@@ -353,6 +354,22 @@ class TestLoggingStillApplies:
             assert path.read_text() == "/now\n"
         finally:
             handler.close()
+
+    def test_a_handler_that_filters_its_own_way_gets_the_record(self, root_logging: logging.Logger) -> None:
+        class NoHealthChecks(logging.StreamHandler):  # type: ignore[type-arg]
+            def filter(self, record: logging.LogRecord) -> bool:
+                return "/health" not in record.getMessage()
+
+        stream = Console()
+        handler = NoHealthChecks(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access = logging.getLogger("kyoukai.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+        for path in ("/health", "/page"):
+            AccessLog("{path}").log(a_request(path), 200)
+        assert stream.getvalue() == "/page\n"
 
     def test_a_closed_file_handler_reopens_its_file(self, root_logging: logging.Logger, tmp_path: Path) -> None:
         path = tmp_path / "access.log"
