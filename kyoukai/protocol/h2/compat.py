@@ -33,8 +33,6 @@ from h2.stream import H2Stream, H2StreamStateMachine, StreamClosedBy, StreamInpu
 from h2.utilities import is_informational_response, normalize_inbound_headers
 from h2.windows import WindowManager
 from hpack import Decoder, Encoder
-from hpack.huffman import HuffmanEncoder
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 from hyperframe.frame import RstStreamFrame
 
@@ -554,6 +552,8 @@ def initiate_server_connection(conn: ServerH2Connection, window_increment: int) 
     it is positive: the same state changes and the same bytes queued, the bytes made by h2 for
     the first connection with these settings and copied for the others.
     """
+    # (A client's opening starts with the preface: the bytes kept are a server's only.)
+    assert not conn.config.client_side, "initiate_server_connection is for a server's connection"
     settings = conn.local_settings._settings
     key = (window_increment, *settings.items()) if all(v.__class__ is tuple for v in settings.values()) else None
     opening = _OPENINGS.get(key) if key is not None else None
@@ -692,10 +692,10 @@ class VersionedHeaderTable(HeaderTable):
     maxsize = property(HeaderTable.maxsize.fget, _set_maxsize)  # type: ignore[attr-defined]
 
 
-#: The first bytes of a literal without indexing (RFC 7541 section 6.2.2, pattern 0000) whose
-#: name is the static table's ``date`` (a 4-bit index).
-_DATE_PREFIX = bytes(hpack.hpack.encode_integer(HeaderTable.STATIC_TABLE.index((b"date", b"")) + 1, 4))
-_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+#: The static table's index of ``date``, and the coder that writes it as a literal without
+#: indexing (RFC 7541 section 6.2.2): hpack's own code for the field, on no table of ours.
+_DATE_INDEX = HeaderTable.STATIC_TABLE.index((b"date", b"")) + 1
+_DATE_CODER = Encoder()
 #: Coded date fields by (value, huffman), shared by every connection (one new value a second).
 _date_fields: dict[tuple[Any, bool], bytes] = {}
 _DATE_FIELDS_KEPT = 8
@@ -705,13 +705,8 @@ def unindexed_date_field(value: Any, huffman: bool) -> bytes:
     """The HPACK representation of a ``date`` field of ``value`` that leaves the dynamic table alone."""
     field = _date_fields.get((value, huffman))
     if field is None:
-        data = hpack.hpack._to_bytes(value)  # as hpack codes values
-        if huffman:
-            data = _HUFFMAN.encode(data)
-        length = hpack.hpack.encode_integer(len(data), 7)
-        if huffman:
-            length[0] |= 0x80
-        field = _DATE_PREFIX + bytes(length) + data
+        data = hpack.hpack._to_bytes(value)
+        field = bytes(_DATE_CODER._encode_indexed_literal(_DATE_INDEX, data, hpack.hpack.INDEX_NONE, huffman))
         if len(_date_fields) >= _DATE_FIELDS_KEPT:
             _date_fields.clear()
         _date_fields[value, huffman] = field

@@ -111,22 +111,16 @@ class MemoEncoder(Encoder):
             around = self._shapes.get(shape)
             if around is not None:
                 encoded = around[0] + unindexed_date_field(headers[dates[0]][1], huffman) + around[1]
-                self._remember(key, encoded)
+                _remember(self._memo, key, encoded)
                 return encoded
         version = table.version
         pieces = self._encode_around_dates(headers, dates, huffman)
         encoded = b"".join(pieces)
         if key is not None and table.version == version:
-            self._remember(key, encoded)
-            if shape is not None and len(self._shapes) < MEMO_ENTRIES:
-                self._shapes[shape] = (pieces[0], pieces[2])
+            _remember(self._memo, key, encoded)
+            if shape is not None:
+                _remember(self._shapes, shape, (pieces[0], pieces[2]))
         return encoded
-
-    def _remember(self, key: Any, encoded: bytes) -> None:
-        memo = self._memo
-        if len(memo) >= MEMO_ENTRIES:
-            memo.clear()  # (blocks of past seconds among them)
-        memo[key] = encoded
 
     def _encode_around_dates(self, headers: list, dates: list[int], huffman: bool) -> list[bytes]:
         """The block in pieces: the fields before each date field (coded by hpack), the date's literal, and so on."""
@@ -138,6 +132,13 @@ class MemoEncoder(Encoder):
             start = at + 1
         pieces.append(super().encode(headers[start:] if start else headers, huffman))
         return pieces
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep ``value`` under ``key``; a full memo starts again (entries of past seconds among them)."""
+    if len(memo) >= MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
 
 
 class MemoDecoder(Decoder):
