@@ -51,6 +51,7 @@ class Runner:
         self.logging = logging
         self.start_timeout = start_timeout
         self._stopping = asyncio.Event()
+        self._aborted = False
 
     def stop(self) -> None:
         """Stop gracefully (from the event loop's thread); a no-op once stopping."""
@@ -94,27 +95,41 @@ class Runner:
 
     def _run_until_stopped(self, loop: asyncio.AbstractEventLoop, main: asyncio.Task[int]) -> int:
         """
-        Run ``main`` to its end. A KeyboardInterrupt or SystemExit raised out of the loop (where no
-        signal handler is installed, or by the application) asks for the graceful stop and runs the
-        loop again; a KeyboardInterrupt during the graceful stop ends it at once.
+        Run the loop until ``main`` ends or a second Ctrl-C aborts it. A KeyboardInterrupt or
+        SystemExit raised out of the loop (where no signal handler is installed, or by the
+        application) asks for the graceful stop and runs the loop again; a KeyboardInterrupt
+        during the graceful stop ends it at once.
         """
+        main.add_done_callback(lambda _: loop.stop())
         exit_code: int | None = None
         while True:
             try:
-                code = loop.run_until_complete(main)
+                loop.run_forever()
             except KeyboardInterrupt:
                 if self._stopping.is_set():
-                    logger.warning("Interrupted again: stopping at once, without waiting for requests in progress.")
-                    if main.done() and not main.cancelled():
-                        main.exception()  # the KeyboardInterrupt it ended with: reported above
-                    return INTERRUPTED
-                logger.info("Interrupted; stopping gracefully.")
-                self.stop()
+                    self._abort()
+                else:
+                    logger.info("Interrupted; stopping gracefully.")
+                    self.stop()
             except SystemExit as e:
-                exit_code = e.code if isinstance(e.code, int) else 1
+                exit_code = _status(e)
                 self.stop()
-            else:
+            if self._aborted:
+                # Left as it is, by request: no "Task was destroyed but it is pending!" for it.
+                main._log_destroy_pending = False  # type: ignore[attr-defined]
+                return INTERRUPTED
+            if main.done():
+                try:
+                    code = main.result()
+                except KeyboardInterrupt:
+                    return INTERRUPTED
+                except SystemExit as e:
+                    return _status(e)
                 return code if exit_code is None else exit_code
+
+    def _abort(self) -> None:
+        logger.warning("Interrupted again: stopping at once, without waiting for requests in progress.")
+        self._aborted = True
 
     async def _serve(self, root: Component) -> int:
         self._handle_signals(asyncio.get_running_loop())
@@ -138,10 +153,15 @@ class Runner:
 
     def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         def on_signal(sig: signal.Signals) -> None:
+            if self._stopping.is_set():
+                if sig == signal.SIGINT:
+                    # Not the default handler's KeyboardInterrupt: raised wherever the main thread
+                    # happens to be, it can leave a lock held (one the thread pool waits on at exit).
+                    self._abort()
+                    loop.stop()
+                return
             if sig == signal.SIGINT:
                 logger.info("Received SIGINT; stopping gracefully (Ctrl-C again to stop at once).")
-                # The default handler again: a second Ctrl-C raises KeyboardInterrupt.
-                loop.remove_signal_handler(signal.SIGINT)
             else:
                 logger.info("Received %s; stopping gracefully.", sig.name)
             self.stop()
@@ -151,3 +171,13 @@ class Runner:
                 loop.add_signal_handler(sig, on_signal, sig)
             except NotImplementedError:  # pragma: no cover  (Windows: KeyboardInterrupt does it)
                 pass
+
+
+def _status(exit: SystemExit) -> int:
+    """The process status ``sys.exit(code)`` asks for: 0 for none, 1 for a message (logged)."""
+    if exit.code is None:
+        return 0
+    if isinstance(exit.code, int):
+        return exit.code
+    logger.error("Exiting: %s", exit.code)
+    return 1
