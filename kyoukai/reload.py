@@ -23,6 +23,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,10 @@ START_TIMEOUT = 30.0
 #: Seconds a stopped server process gets to finish before it is killed (its graceful stop
 #: itself waits up to ``shutdown_timeout``, 10 s by default).
 STOP_TIMEOUT = 15.0
+#: Seconds between looks at a stopping server process (and at a second Ctrl-C).
+STOP_POLL = 0.05
+#: The exit status after a second Ctrl-C killed the server processes (128 + SIGINT).
+INTERRUPTED = 130
 #: How often (milliseconds) the watch loop wakes up without a change to reap stopped processes.
 TICK_MS = 200
 
@@ -101,33 +107,49 @@ class Reloader:
         self.current: ServerProcess | None = None
         #: Processes told to stop and not yet exited.
         self.stopping: list[ServerProcess] = []
+        #: Set by SIGINT or SIGTERM: stop watching, stop every server process gracefully.
+        self.stop_requested = threading.Event()
+        #: Set by a second Ctrl-C: kill the server processes instead of waiting for them.
+        self.hurry = False
 
     def run(self) -> int:
         """Serve and reload until SIGINT or SIGTERM; the exit status (the first server's if it fails to start)."""
         import watchfiles
 
-        # SIGTERM stops the supervisor as Ctrl-C does (watchfiles turns either into KeyboardInterrupt).
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # A flag, not a KeyboardInterrupt raised wherever the code is: that could land between
+        # starting a server process and keeping hold of it, and leave the process behind.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
         watch_filter = watchfiles.PythonFilter(extra_extensions=self.extra_extensions)
         try:
             changes = watchfiles.watch(
-                self.folder, watch_filter=watch_filter, rust_timeout=TICK_MS, yield_on_timeout=True
+                self.folder,
+                watch_filter=watch_filter,
+                rust_timeout=TICK_MS,
+                yield_on_timeout=True,
+                stop_event=self.stop_requested,
             )
             # The first step sets the watch up, so a change made once the server serves is seen.
-            next(changes)
+            next(changes, None)
+            if self.stop_requested.is_set():
+                return 0
             status = self._start()
             if status is not None:
                 return status
             self._say(f"Reloading on changes to {self._watched()} under {self.folder}")
             for changed in changes:
                 self._reap()
-                if changed:
+                if changed and not self.stop_requested.is_set():
                     self._reload(sorted({path for _, path in changed}))
-        except KeyboardInterrupt:
-            pass
         finally:
             self._stop_all()
-        return 0
+        return INTERRUPTED if self.hurry else 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Nothing printed here: the main thread may be in the middle of a print itself.
+        if self.stop_requested.is_set():
+            self.hurry = self.hurry or signum == signal.SIGINT
+        self.stop_requested.set()
 
     def _watched(self) -> str:
         return ", ".join(("*.py", *(f"*{extension}" for extension in self.extra_extensions)))
@@ -200,12 +222,22 @@ class Reloader:
         """Stop every server process gracefully, killing one that outlives :data:`STOP_TIMEOUT`."""
         servers = [*self.stopping, *([self.current] if self.current is not None else [])]
         self.stopping, self.current = [], None
+        if any(server.process.poll() is None for server in servers):
+            self._say("Stopping the server gracefully (Ctrl-C again to stop it at once)")
         for server in servers:
             server.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT
         for server in servers:
-            try:
-                server.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
+            # In short waits, so that a second Ctrl-C (which sets ``hurry``) is acted on at once.
+            while not self.hurry and time.monotonic() < deadline:
+                try:
+                    server.process.wait(STOP_POLL)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+            if server.process.poll() is None:
+                if self.hurry:
+                    self._say("Interrupted again: stopping the server at once")
                 server.process.kill()
                 server.process.wait()
             server.channel.close()

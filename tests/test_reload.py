@@ -133,6 +133,39 @@ def test_ctrl_c_stops_the_supervisor_and_its_server(reloading: KyoukaiCommand) -
     assert "Traceback" not in reloading.stderr()
 
 
+HOLDING = """\
+import asyncio
+from kyoukai import Kyoukai
+
+app = Kyoukai("holding", shutdown_timeout=60)
+
+
+@app.route("/hold")
+async def hold(ctx):
+    print("holding", flush=True)
+    await asyncio.Event().wait()
+"""
+
+
+def test_a_second_ctrl_c_stops_the_server_at_once(tmp_path: Path) -> None:
+    # A request that never ends holds the graceful stop up (for 60 s); a second Ctrl-C ends it.
+    write_module(tmp_path, HOLDING)
+    command = KyoukaiCommand(["run", "mod:app", "--reload", "--port", "0"], tmp_path, tmp_path / "stderr.log")
+    url = command.serving()["url"]
+    client = subprocess.Popen(["curl", "--silent", "--max-time", "120", f"{url}/hold"], stdout=subprocess.DEVNULL)
+    try:
+        command.wait_for_line("^holding$")
+        command.process.send_signal(signal.SIGINT)
+        command.wait_for_line("Stopping the server gracefully")
+        assert command.stop(signal.SIGINT) == 130
+        command.wait_for_line("^kyoukai --reload: Interrupted again: stopping the server at once$")
+        assert refuses_connections(int(url.rsplit(":", 1)[1]))
+        assert client.wait(timeout=RELOAD_DEADLINE) != 0  # its connection was cut
+    finally:
+        client.kill()
+        client.wait()
+
+
 def test_a_config_file_reloads_too(tmp_path: Path) -> None:
     write_module(tmp_path, MODULE.format(answer="one"))
     config = "component:\n  type: kyoukai\n  app: mod:app\n  ip: 127.0.0.1\n  port: 0\n"
