@@ -115,6 +115,22 @@ def test_content_length_with_head_only_request(target, client):
     expect_malformed(target, client, stream_id)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [["abc"], ["-1"], ["+4"], [" 4"], ["0x4"], ["4, 4"], ["4", "5"], ["4 4"]],
+    ids=["letters", "negative", "plus-sign", "leading-space", "hex", "list", "two-values", "inner-space"],
+)
+def test_content_length_not_a_length(target, client, values):
+    """
+    A content-length that is not one non-negative decimal number (RFC 9110 8.6), or two that
+    differ: a malformed request, so a stream error PROTOCOL_ERROR, and the connection serves on.
+    """
+    fields = [("content-length", value) for value in values]
+    stream_id = send_head(client, client.head("/echo", "POST", fields), end_stream=False, probe=False)
+    client.send_with_probe(data_frame(stream_id, b"test", end_stream=True))
+    expect_malformed(target, client, stream_id)
+
+
 def test_content_length_matching(client):
     """content-length equal to the DATA sent: the request is served."""
     stream_id = send_head(
