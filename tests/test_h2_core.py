@@ -512,6 +512,33 @@ def test_idle_connection_closes_after_keep_alive_timeout() -> None:
     ]
 
 
+@pytest.mark.parametrize("frame", ["settings", "ping", "window_update"])
+def test_control_frames_do_not_keep_an_idle_connection_open(frame: str) -> None:
+    """
+    Only a request makes a connection busy: a client sending SETTINGS, PING or WINDOW_UPDATE
+    every so often, and nothing else, is still closed keep_alive_timeout after its last stream.
+    """
+    link = Link()
+    stream_id = link.request()
+    answer(link.core, stream_id)
+    link.to_client()
+    idle_since = link.clock.now
+    timeout = link.core.settings.keep_alive_timeout
+    for _ in range(3):
+        link.clock.now += timeout / 2
+        if frame == "settings":
+            link.client.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 10})
+        elif frame == "ping":
+            link.client.ping(b"12345678")
+        else:
+            link.client.increment_flow_control_window(1)
+        link.to_server()
+        link.to_client()
+        link.to_server()  # the client's SETTINGS acknowledgement, if any
+        assert link.core.next_deadline() == idle_since + timeout
+    assert advance_to_deadline(link.core, link.clock) == [ev.ConnectionClosed(False)]
+
+
 def test_stream_stalled_on_a_closed_window_for_send_timeout_is_cancelled() -> None:
     link = Link()
     other = link.request()

@@ -418,9 +418,12 @@ class H2ServerConnection(ProtocolCore):
                 mark_ready(stream)
 
     def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
-        self._settings_seen = True
-        if not self.streams and self._idle_deadline is not None and not self._drain_step:
-            self._idle_deadline = self.clock() + self.settings.keep_alive_timeout
+        if not self._settings_seen:
+            # The preface is complete: from header_timeout to keep_alive_timeout. Only the first
+            # SETTINGS: later ones (or PINGs) do not keep an idle connection open.
+            self._settings_seen = True
+            if not self.streams and self._idle_deadline is not None and not self._drain_step:
+                self._idle_deadline = self.clock() + self.settings.keep_alive_timeout
         changed = event.changed_settings
         if SettingCodes.INITIAL_WINDOW_SIZE in changed or SettingCodes.MAX_FRAME_SIZE in changed:
             self._wake_all_senders()
