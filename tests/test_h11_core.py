@@ -120,6 +120,14 @@ class TestRequests:
         assert core.next_answer() is None
         assert core.next_deadline() == clock.now + core.settings.keep_alive_timeout
 
+    @pytest.mark.parametrize("raw", [b"value", b"value ", b"value\t \t", b" \tvalue  ", b"a  b "])
+    def test_field_values_lose_surrounding_whitespace(self, raw: bytes) -> None:
+        # RFC 9110 section 5.5: the whitespace around a field value is not part of it.
+        core, _ = connection()
+        data = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe:" + raw + b"\r\n\r\n"
+        events = core.receive_data(data)
+        assert events[0].request.environ["HTTP_X_PROBE"] == raw.strip(b" \t").decode()
+
     def test_body_by_content_length(self) -> None:
         core, _ = connection()
         data = request("POST", "/upload", body=b"0123456789")
