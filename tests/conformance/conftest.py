@@ -1,11 +1,13 @@
 """
-Fixtures of the conformance suite: every case runs against three kinds of port, each served
+Fixtures of the conformance suite: every case runs against four kinds of port, each served
 once per session (servers with other settings, e.g. a short ``header_timeout``, are started on
 first use and kept too):
 
 - ``kyoukai-tls``: the TLS port of ``KyoukaiComponent(app, http2=True, ssl=...)``, ALPN ``h2``;
 - ``h2-tls``: the TLS port of ``H2KyoukaiComponent(app, key, cert)``;
-- ``h2c``: cleartext prior knowledge, ``H2KyoukaiComponent(app, ip=..., port=0)``.
+- ``h2c``: cleartext prior knowledge, ``H2KyoukaiComponent(app, ip=..., port=0)``;
+- ``kyoukai-h2c``: the cleartext port of ``KyoukaiComponent(app, http2=True)``, which serves
+  HTTP/1.1 too: prior knowledge, the HTTP/2 preface told apart from an HTTP/1.1 request.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from kyoukai.backends.http2 import H2KyoukaiComponent
 
 from .h2conf import ConformanceClient
 
-KINDS = ("kyoukai-tls", "h2-tls", "h2c")
+KINDS = ("kyoukai-tls", "h2-tls", "h2c", "kyoukai-h2c")
+#: The kinds without TLS.
+CLEARTEXT = ("h2c", "kyoukai-h2c")
 
 #: The body of ``GET /``.
 INDEX_BODY = b"conformance\n"
@@ -84,6 +88,8 @@ class ServerPool:
                 )
             elif kind == "h2c":
                 manager = serve(make_app(), H2KyoukaiComponent, ip="127.0.0.1", port=0, **cfg)
+            elif kind == "kyoukai-h2c":
+                manager = serve(make_app(), KyoukaiComponent, http2=True, **cfg)
             else:
                 raise ValueError(kind)
             server = self._servers[key] = self._stack.enter_context(manager)
@@ -113,7 +119,7 @@ class Target:
     def __init__(self, kind: str, pool: ServerPool, ssl_context: ssl.SSLContext) -> None:
         self.kind = kind
         self.pool = pool
-        self.tls = kind != "h2c"
+        self.tls = kind not in CLEARTEXT
         self.scheme = "https" if self.tls else "http"
         self._ssl_context = ssl_context
         self._clients: list[ConformanceClient] = []
