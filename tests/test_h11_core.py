@@ -541,11 +541,15 @@ class TestHTTP2:
     @pytest.mark.parametrize("split", [None, *range(1, len(H2_PREFACE))])
     def test_preface_is_handed_over(self, split: int | None) -> None:
         """Whole or split anywhere in its first 24 bytes: HTTP/2 gets everything from the first byte."""
-        core, _ = connection(h2c=True)
+        core, clock = connection(h2c=True)
+        opened = clock.now
         data = H2_PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
         if split is not None:
             assert core.receive_data(data[:split]) == []
-        assert core.receive_data(data[split or 0 :]) == [ev.H2PrefaceReceived(data)]
+        clock.now += 1
+        # HTTP/2 must have the whole preface by the header_timeout that runs since the opening.
+        deadline = opened + core.settings.header_timeout
+        assert core.receive_data(data[split or 0 :]) == [ev.H2PrefaceReceived(data, deadline)]
         assert core.closed and not core.reading and core.next_deadline() is None
 
     def test_half_a_preface_is_an_unfinished_head(self) -> None:

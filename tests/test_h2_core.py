@@ -512,6 +512,15 @@ def test_idle_connection_closes_after_keep_alive_timeout() -> None:
     ]
 
 
+def test_a_preface_begun_over_http11_is_due_by_the_deadline_it_brings() -> None:
+    clock = FakeClock()
+    core = H2ServerConnection(ServerSettings(header_timeout=10), clock, preface_deadline=clock.now + 3)
+    core.receive_data(b"PRI * HTTP/2.0\r\n")
+    assert core.next_deadline() == clock.now + 3
+    clock.now += 3
+    assert [type(e) for e in core.handle_timeout()] == [ev.ConnectionClosed]
+
+
 @pytest.mark.parametrize("frame", ["settings", "ping", "window_update"])
 def test_control_frames_do_not_keep_an_idle_connection_open(frame: str) -> None:
     """

@@ -149,16 +149,18 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         """A new connection that speaks HTTP/2 from its first byte."""
-        self._start(transport)
+        self.adopt(transport)
         self.component.connection_opened(self)
 
-    def adopt(self, transport: Any, data: bytes = b"", *, upgrade: dict[str, Any] | None = None) -> None:
-        """Take over from HTTP/1.1: after the preface (``data`` starts with it), or after ``101`` (``upgrade``)."""
-        self._start(transport, upgrade)
-        if data:
-            self.data_received(data)
-
-    def _start(self, transport: Any, upgrade: dict[str, Any] | None = None) -> None:
+    def adopt(
+        self,
+        transport: Any,
+        data: bytes = b"",
+        *,
+        upgrade: dict[str, Any] | None = None,
+        preface_deadline: float | None = None,
+    ) -> None:
+        """Serve ``transport``; from HTTP/1.1, after the preface (in ``data``, due by ``preface_deadline``) or 101."""
         self.transport = transport
         self.loop = asyncio.get_running_loop()
         self.scheme, self.server_address, self.peer = transport_ends(transport)
@@ -172,11 +174,14 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
             peer=self.peer,
             alpn_h2=negotiated_protocol(transport) == "h2",
             upgrade_settings=None if upgrade is None else upgrade.get("HTTP_HTTP2_SETTINGS", ""),
+            preface_deadline=preface_deadline,
         )
         if upgrade is not None:
             self._dispatch(self.core.receive_upgraded_request(h2_headers_of_upgrade(upgrade)))
             self._flush()
         self._set_timer()
+        if data:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         core = self.core
@@ -305,12 +310,6 @@ class H2KyoukaiProtocol(StreamHandling, asyncio.Protocol):
         else:
             transport.writelines(out)
         self.metrics.bytes_out += sum(map(len, out))
-
-    def raw_write(self, data: bytes) -> None:
-        """Write bytes to the transport as they are, after what the core has queued."""
-        if not self._closed and data:
-            self._write(self.core.data_to_send())
-            self._write([data])
 
     def _set_timer(self) -> None:
         if not self._closed:

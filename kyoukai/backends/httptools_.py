@@ -220,7 +220,7 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._start_queue()
 
     def _preface_received(self, event: ev.H2PrefaceReceived) -> None:
-        self._hand_over_to_h2(event.data)
+        self._hand_over_to_h2(event.data, preface_deadline=event.deadline)
 
     def _h2c_upgrade_accepted(self, event: ev.H2cUpgradeAccepted) -> None:
         self.transport.write(event.response)
@@ -247,7 +247,14 @@ class KyoukaiProtocol(asyncio.Protocol):
 
     # the way to HTTP/2
 
-    def _hand_over_to_h2(self, data: bytes, *, upgrade: dict[str, Any] | None = None, register: bool = False) -> None:
+    def _hand_over_to_h2(
+        self,
+        data: bytes,
+        *,
+        upgrade: dict[str, Any] | None = None,
+        register: bool = False,
+        preface_deadline: float | None = None,
+    ) -> None:
         from kyoukai.backends.http2 import H2KyoukaiProtocol
 
         self._timer.cancel()
@@ -258,7 +265,7 @@ class KyoukaiProtocol(asyncio.Protocol):
             protocol.connection_made(self.transport)
         else:
             self.component.connection_handed_over(self, protocol)
-            protocol.adopt(self.transport, data, upgrade=upgrade)
+            protocol.adopt(self.transport, data, upgrade=upgrade, preface_deadline=preface_deadline)
             if self.core.shutting_down:
                 # The preface came in the first-bytes grace of a graceful stop: HTTP/2 stops too.
                 protocol.shutdown()

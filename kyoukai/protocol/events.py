@@ -122,9 +122,14 @@ class H11RequestRejected:
 
 @dataclass(slots=True)
 class H2PrefaceReceived:
-    """The connection opens with the HTTP/2 preface: hand it to HTTP/2, which reads from ``data`` on."""
+    """
+    The connection opens with the HTTP/2 preface: hand it to HTTP/2, which reads from ``data``
+    on, and must have the rest of it (and the client's SETTINGS) by ``deadline``, the
+    ``header_timeout`` that has run since the connection opened.
+    """
 
     data: bytes
+    deadline: float | None = None
 
 
 @dataclass(slots=True)

@@ -184,8 +184,9 @@ class H11ServerConnection(ProtocolCore):
             if data.startswith(H2_PREFACE[:16]):
                 # The HTTP/2 request line: HTTP/2 answers the rest, a broken preface included
                 # (GOAWAY PROTOCOL_ERROR, RFC 9113 section 3.4).
+                deadline = self._header_deadline
                 self._hand_over()
-                self._events.append(ev.H2PrefaceReceived(data))
+                self._events.append(ev.H2PrefaceReceived(data, deadline))
                 return self.take_events()
         self._seen_bytes = True
         pos, end = 0, len(data)

@@ -121,6 +121,8 @@ class H2ServerConnection(ProtocolCore):
     :param alpn_h2: TLS chose h2 by ALPN (so anything but the preface is a protocol error).
     :param upgrade_settings: the ``HTTP2-Settings`` of an h2c upgrade; the request that asked
         is then stream 1, given by :meth:`receive_upgraded_request`.
+    :param preface_deadline: when the preface and the client's SETTINGS are due, if not
+        ``header_timeout`` from now (HTTP/1.1 had the connection while its first bytes came).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class H2ServerConnection(ProtocolCore):
         peer: Any = None,
         alpn_h2: bool = False,
         upgrade_settings: str | None = None,
+        preface_deadline: float | None = None,
     ) -> None:
         self.settings = settings
         super().__init__(clock)
@@ -165,7 +168,9 @@ class H2ServerConnection(ProtocolCore):
         self._drain_step = 0
         self._drain_deadline = 0.0
         self._client_goaway = False
-        self._idle_deadline: float | None = clock() + settings.header_timeout
+        self._idle_deadline: float | None = (
+            clock() + settings.header_timeout if preface_deadline is None else preface_deadline
+        )
         self._block_deadline: float | None = None
         self._configure(upgrade_settings)
 
