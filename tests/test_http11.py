@@ -94,6 +94,25 @@ class TestKeepAlive:
             bodies = [client.read_response().body for _ in range(3)]
         assert bodies == [b"path one", b"two", b"path three"]
 
+    def test_bodiless_requests_between_others_read_nothing(self, server: RunningServer) -> None:
+        """
+        Requests without a body share one empty body per connection: whatever the handler does
+        with it (read it whole, stream it), no request sees another's bytes, before or after.
+        """
+        with RawClient(server.port) as client:
+            client.send(
+                request("POST", "/echo", body=b"first")
+                + request("GET", "/")
+                + request("POST", "/echo")
+                + request("POST", "/echo", {"Content-Length": "0"})
+                + request("POST", "/stream-echo")
+                + request("POST", "/stream-echo", body=b"streamed")
+                + request("POST", "/stream-echo")
+                + request("PUT", "/echo", body=b"last")
+            )
+            bodies = [client.read_response().body for _ in range(8)]
+        assert bodies == [b"first", b"hello", b"", b"", b"", b"streamed", b"", b"last"]
+
     def test_connection_close_is_honoured(self, server: RunningServer) -> None:
         with RawClient(server.port) as client:
             client.send(request("GET", "/", {"Connection": "close"}))
