@@ -121,7 +121,9 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         """Record a new connection and dispatch ``connection_made``."""
         self.connections.add(protocol)
         self.metrics.connections_opened += 1
-        self.connection_made.dispatch(protocol=protocol)
+        signal = self.connection_made
+        if signal.listeners:  # (asphalt makes an event, a closure and a future for none)
+            signal.dispatch(protocol=protocol)
         if self.server is None and self._all_closed is not None:
             # Accepted before stop() closed the listener, made after it told the others to finish.
             protocol.shutdown()
@@ -131,7 +133,9 @@ class KyoukaiBaseComponent(Component, metaclass=abc.ABCMeta):
         if protocol in self.connections:
             self.connections.discard(protocol)
             self.metrics.connections_closed += 1
-            self.connection_lost.dispatch(protocol=protocol)
+            signal = self.connection_lost
+            if signal.listeners:
+                signal.dispatch(protocol=protocol)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
 
