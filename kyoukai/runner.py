@@ -18,6 +18,7 @@ import logging
 import logging.config
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,7 +52,10 @@ class Runner:
         self.logging = logging
         self.start_timeout = start_timeout
         self._stopping = asyncio.Event()
+        #: Set to stop at once (a second Ctrl-C).
         self._aborted = False
+        #: SIGINTs received.
+        self._interrupts = 0
 
     def stop(self) -> None:
         """Stop gracefully (from the event loop's thread); a no-op once stopping."""
@@ -96,43 +100,44 @@ class Runner:
     def _run_until_stopped(self, loop: asyncio.AbstractEventLoop, main: asyncio.Task[int]) -> int:
         """
         Run the loop until ``main`` ends or a second Ctrl-C aborts it. A KeyboardInterrupt or
-        SystemExit raised out of the loop (where no signal handler is installed, or by the
-        application) asks for the graceful stop and runs the loop again; a KeyboardInterrupt
-        during the graceful stop ends it at once.
+        SystemExit raised out of the loop (by the application, or by a third Ctrl-C) asks for
+        the graceful stop and runs the loop again, or ends it at once once stopping.
         """
         main.add_done_callback(lambda _: loop.stop())
         exit_code: int | None = None
-        while True:
-            try:
-                loop.run_forever()
-            except KeyboardInterrupt:
-                if self._stopping.is_set():
-                    self._abort()
-                else:
-                    logger.info("Interrupted; stopping gracefully.")
-                    self.stop()
-            except SystemExit as e:
-                exit_code = _status(e)
-                self.stop()
-            if self._aborted:
-                # Left as it is, by request: no "Task was destroyed but it is pending!" for it.
-                main._log_destroy_pending = False  # type: ignore[attr-defined]
-                return INTERRUPTED
-            if main.done():
+        previous = self._handle_signals(loop)
+        try:
+            while True:
                 try:
-                    code = main.result()
+                    loop.run_forever()
                 except KeyboardInterrupt:
-                    return INTERRUPTED
+                    if self._stopping.is_set() or self._interrupts > 1:
+                        self._aborted = True
+                    else:
+                        logger.info("Interrupted; stopping gracefully.")
+                        self.stop()
                 except SystemExit as e:
-                    return _status(e)
-                return code if exit_code is None else exit_code
-
-    def _abort(self) -> None:
-        logger.warning("Interrupted again: stopping at once, without waiting for requests in progress.")
-        self._aborted = True
+                    exit_code = _status(e)
+                    self.stop()
+                if self._aborted:
+                    logger.warning("Interrupted again: stopping at once, without waiting for requests in progress.")
+                    if main.done() and not main.cancelled():
+                        main.exception()  # the KeyboardInterrupt that ended it: reported just above
+                    # Left as it is, by request: no "Task was destroyed but it is pending!" for it.
+                    main._log_destroy_pending = False  # type: ignore[attr-defined]
+                    return INTERRUPTED
+                if main.done():
+                    try:
+                        code = main.result()
+                    except KeyboardInterrupt:
+                        return INTERRUPTED
+                    except SystemExit as e:
+                        return _status(e)
+                    return code if exit_code is None else exit_code
+        finally:
+            self._restore_signals(loop, previous)
 
     async def _serve(self, root: Component) -> int:
-        self._handle_signals(asyncio.get_running_loop())
         logger.info("Starting application")
         try:
             async with Context() as ctx:
@@ -151,26 +156,56 @@ class Runner:
             return 1
         return 0
 
-    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        def on_signal(sig: signal.Signals) -> None:
-            if self._stopping.is_set():
-                if sig == signal.SIGINT:
-                    # Not the default handler's KeyboardInterrupt: raised wherever the main thread
-                    # happens to be, it can leave a lock held (one the thread pool waits on at exit).
-                    self._abort()
-                    loop.stop()
-                return
-            if sig == signal.SIGINT:
-                logger.info("Received SIGINT; stopping gracefully (Ctrl-C again to stop at once).")
-            else:
-                logger.info("Received %s; stopping gracefully.", sig.name)
-            self.stop()
+    # signals
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """
+        SIGTERM through the loop; SIGINT through a handler of our own (as :class:`asyncio.Runner`
+        does), so that it still counts while the loop is held up: the first stops gracefully, the
+        second at once (both carried out by the loop, never raised in the middle of other code,
+        where a KeyboardInterrupt can leave a lock half taken); a third, if the loop has not got
+        to the second, raises KeyboardInterrupt wherever the code is stuck. The previous SIGINT
+        handler, to restore (``None``: none was installed).
+        """
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover  (no signals here)
+            pass
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, signal.SIG_DFL, signal.SIG_IGN):
+            return None  # the application's own handler stays
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self._interrupts += 1
+            if self._interrupts > 2 or (self._interrupts == 2 and self._aborted):
+                raise KeyboardInterrupt
+            # Only thread-safe calls here: this runs between any two bytecodes of the main thread.
+            loop.call_soon_threadsafe(self._on_sigint)
+
+        return signal.signal(signal.SIGINT, on_sigint)
+
+    def _restore_signals(self, loop: asyncio.AbstractEventLoop, previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if not loop.is_closed():
             try:
-                loop.add_signal_handler(sig, on_signal, sig)
-            except NotImplementedError:  # pragma: no cover  (Windows: KeyboardInterrupt does it)
+                loop.remove_signal_handler(signal.SIGTERM)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
                 pass
+
+    def _on_sigint(self) -> None:
+        if self._stopping.is_set():
+            self._aborted = True
+            asyncio.get_running_loop().stop()
+            return
+        logger.info("Received SIGINT; stopping gracefully (Ctrl-C again to stop at once).")
+        self.stop()
+
+    def _on_sigterm(self) -> None:
+        if not self._stopping.is_set():
+            logger.info("Received SIGTERM; stopping gracefully.")
+            self.stop()
 
 
 def _status(exit: SystemExit) -> int:

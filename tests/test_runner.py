@@ -39,6 +39,14 @@ SCRIPT = textwrap.dedent(
                 if "--slow-teardown" in sys.argv:
                     say("tearing down")
                     await go()
+                if "--stuck-teardown" in sys.argv:
+                    # Holds the loop: only a signal handler that raises gets it out.
+                    say("stuck")
+                    while runner._interrupts < 2:
+                        pass
+                    say("second seen")
+                    while True:
+                        pass
             ctx.add_teardown_callback(teardown, pass_exception=True)
             if "--fail" in sys.argv:
                 raise RuntimeError("no database")
@@ -49,7 +57,8 @@ SCRIPT = textwrap.dedent(
                     asyncio.get_running_loop().call_soon(sys.exit, eval(flag.partition("=")[2]))
             say("started")
 
-    Runner(event_loop_policy=sys.argv[1] or None, logging=20).run(Root())
+    runner = Runner(event_loop_policy=sys.argv[1] or None, logging=20)
+    runner.run(Root())
     """
 )
 
@@ -143,6 +152,24 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path: Path, loop: str, first: signal.
     assert "Traceback" not in stderr
     # The abandoned teardown is not reported as a task destroyed while pending.
     assert "destroyed" not in stderr
+
+
+def test_a_third_ctrl_c_gets_a_held_up_loop_out(tmp_path: Path, loop: str) -> None:
+    # A teardown that never gives the loop back: the second Ctrl-C cannot be carried out by the
+    # loop; the third raises KeyboardInterrupt where the code is stuck.
+    script = Script(tmp_path, loop, "--stuck-teardown")
+    script.wait_for("starting")
+    script.go()
+    script.wait_for("started")
+    script.process.send_signal(signal.SIGINT)
+    script.wait_for("stuck")
+    script.process.send_signal(signal.SIGINT)
+    script.wait_for("second seen")
+    script.process.send_signal(signal.SIGINT)
+    status, _, stderr = script.finish()
+    assert status == 130, stderr
+    assert "Interrupted again: stopping at once" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_a_second_sigterm_changes_nothing(tmp_path: Path, loop: str) -> None:
