@@ -103,7 +103,7 @@ def apply_forwarded(request: Request, proxies: TrustedProxies) -> None:
     request.remote_addr = environ["REMOTE_ADDR"]
     request.scheme = environ["wsgi.url_scheme"]
     port = environ.get("SERVER_PORT", "")
-    request.server = (environ["SERVER_NAME"], int(port) if port.isdigit() else None)
+    request.server = (environ["SERVER_NAME"], int(port) if port.isdigit() and len(port) <= 5 else None)
     for name in _CACHED_ON_REQUEST:
         request.__dict__.pop(name, None)
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from werkzeug.wrappers import Response
 
+from kyoukai.protocol.fields import HUGE_LENGTH, content_length
 from kyoukai.util import SERVER_TOKEN, InvalidReturnValue, as_html, as_json, as_plaintext, wrap_response
 from kyoukai.version import __version__
 
@@ -153,3 +154,25 @@ class TestWrapResponse:
             InvalidReturnValue, match=rf"^a value of type '{type(body).__name__}', which cannot be a response: "
         ):
             wrap_response(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", 0),
+        ("00012", 12),
+        (b"4096", 4096),
+        ("9" * 18, int("9" * 18)),
+        ("9" * 19, HUGE_LENGTH),
+        ("9" * 5000, HUGE_LENGTH),  # int() itself refuses over 4,300 digits
+        ("", None),
+        ("-1", None),
+        ("+4", None),
+        (" 4", None),
+        ("4.0", None),
+        ("0x10", None),
+        ("٤", None),  # a digit to str.isdigit, not to RFC 9110
+    ],
+)
+def test_content_length_values(value: str | bytes, expected: int | None) -> None:
+    assert content_length(value) == expected

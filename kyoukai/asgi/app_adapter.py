@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Request, Response
 
 from kyoukai.body import RequestBody
-from kyoukai.protocol.fields import check_informational_status, checked_names
+from kyoukai.protocol.fields import check_informational_status, checked_names, content_length
 from kyoukai.protocol.ws.handshake import WebSocketOffer
 from kyoukai.protocol.ws.settings import WebSocketSettings
 from kyoukai.settings import ServerSettings
@@ -698,5 +698,5 @@ async def _discard(parts: ResponseParts) -> None:
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            return int(value) if value.isdigit() else None
+            return content_length(value)
     return None

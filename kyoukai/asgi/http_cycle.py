@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 
 from kyoukai import debugpage
 from kyoukai.asgi.scope import Disconnected, ServeOptions, connection_scope
-from kyoukai.protocol.fields import checked_names
+from kyoukai.protocol.fields import checked_names, content_length
 from kyoukai.static import FileChunks
 from kyoukai.wsgi import PREPARED_KEY, ResponseParts, http_date, prepare_response, reason_phrase
 
@@ -657,6 +657,5 @@ def _is_framing(name: str) -> bool:
 def _declared_length(fields: list[tuple[str, str]]) -> int | None:
     for name, value in fields:
         if name.lower() == "content-length":
-            value = value.strip()
-            return int(value) if value.isdigit() else None
+            return content_length(value.strip())
     return None

@@ -20,6 +20,7 @@ from kyoukai.backends.h2_websocket import H2WebSocketChannel, close_websockets
 from kyoukai.backends.transport import DeadlineTimer, abort_transport, close_transport, transport_ends
 from kyoukai.body import RequestBody
 from kyoukai.protocol import events as ev
+from kyoukai.protocol.fields import content_length
 from kyoukai.protocol.h2.connection import H2ServerConnection, response_block
 from kyoukai.tls import create_server_context, negotiated_protocol
 from kyoukai.wsgi import H2_PROTOCOL_KEY, h2_headers_of_upgrade
@@ -54,8 +55,8 @@ class H2State(RequestBody):
         self.headers = headers
         #: The request's WSGI environ (``wsgi.input`` is this object).
         self.environ = protocol.build_environ(headers, self)
-        if (length := self.environ.get("CONTENT_LENGTH", "")).isdigit():
-            self.expected_length = int(length)
+        if (length := content_length(self.environ.get("CONTENT_LENGTH", ""))) is not None:
+            self.expected_length = length
         #: The handler task; whether the response head went out; whether the stream is gone.
         self.task: asyncio.Task | None = None
         self.headers_sent = False

@@ -98,3 +98,19 @@ _valid_host = re.compile(rb"(?:\[[0-9A-Za-z:._~%!$&'()*+;=-]+\]|[0-9A-Za-z._~%!$
 def is_valid_host(value: bytes) -> bool:
     """Whether ``value`` (trailing whitespace removed) may be a request's ``Host`` (RFC 9112 section 3.2)."""
     return _valid_host(value) is not None
+
+
+#: The length taken for a ``Content-Length`` of more than :data:`MAX_LENGTH_DIGITS` digits:
+#: larger than any body a limit lets through (and ``int()`` refuses strings of over 4,300 digits).
+HUGE_LENGTH = 10**18
+MAX_LENGTH_DIGITS = 18
+
+
+def content_length(value: str | bytes) -> int | None:
+    """
+    The number a ``Content-Length`` value states: ``None`` unless it is 1*DIGIT (RFC 9110
+    section 8.6), :data:`HUGE_LENGTH` if it has more than :data:`MAX_LENGTH_DIGITS` digits.
+    """
+    if not value.isdigit() or not value.isascii():
+        return None
+    return int(value) if len(value) <= MAX_LENGTH_DIGITS else HUGE_LENGTH

@@ -258,6 +258,20 @@ LEAN_INIT = _SETTINGS_COPY and _H2_CONNECTION_ATTRIBUTES == set(
 )
 
 
+class _Stream(H2Stream):
+    """
+    h2's stream, except that a ``content-length`` that is not a number (or too long for
+    ``int()``) leaves the length unknown instead of ending the connection: the core's check of
+    the head finds the request malformed and resets that stream alone (RFC 9113 section 8.1.1).
+    """
+
+    def _initialize_content_length(self, headers: Any) -> None:
+        try:
+            super()._initialize_content_length(headers)
+        except h2.exceptions.ProtocolError:
+            self._expected_content_length = None
+
+
 class ServerH2Connection(h2.connection.H2Connection):
     """
     h2's connection with these changes:
@@ -278,7 +292,8 @@ class ServerH2Connection(h2.connection.H2Connection):
     - :meth:`_receive_frame` does not build ``repr(frame)`` for a trace line nobody logs: for a
       DATA frame that hex-encodes the whole payload.
     - DATA that does not add up to the request's ``content-length`` is a stream error
-      PROTOCOL_ERROR (RFC 9113 section 8.1.1), where h2 ends the connection.
+      PROTOCOL_ERROR (RFC 9113 section 8.1.1), where h2 ends the connection; so is a
+      ``content-length`` that is not a number (its streams are :class:`_Stream`).
     - A client's GOAWAY does not close h2's state machine: the streams it already opened are
       served to the end (RFC 9113 section 6.8); the core decides when to close.
     - Every RST_STREAM it sends with an error code is reported to ``count_reset``; the first
@@ -429,6 +444,11 @@ class ServerH2Connection(h2.connection.H2Connection):
             and (self.state_machine.state is _SERVER_OPEN or self.state_machine.state is _IDLE_CONNECTION)
         )
 
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = _Stream  # (adds a method only: the object is the same)
+        return stream
+
     def _receive_headers_frame(self, frame: Any) -> tuple[list, list]:
         if not FAST_TRANSITIONS or not self._opens_stream(frame.stream_id) or "PRIORITY" in frame.flags:
             return super()._receive_headers_frame(frame)
@@ -449,7 +469,7 @@ class ServerH2Connection(h2.connection.H2Connection):
         # IDLE, RECV_HEADERS: SERVER_OPEN (SERVER_OPEN stays).
         self.state_machine.state = _SERVER_OPEN
         # h2's _begin_new_stream, less the checks made before and its debug log calls.
-        stream = H2Stream(
+        stream = _Stream(
             stream_id,
             config=self.config,
             inbound_window_size=self.local_settings._settings[_INITIAL_WINDOW_SIZE][0],

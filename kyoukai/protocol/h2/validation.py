@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from itertools import chain
 from typing import NamedTuple
 
-from kyoukai.protocol.fields import CONNECTION_SPECIFIC
+from kyoukai.protocol.fields import CONNECTION_SPECIFIC, content_length
 
 #: Field names: no controls, space, uppercase, DEL or non-ASCII, no colon (RFC 9113 8.2.1).
 _valid_name = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+").fullmatch
@@ -42,7 +42,7 @@ class RequestHead(NamedTuple):
 
     #: What makes the block malformed, or ``None`` if it is valid (then the fields below hold).
     problem: str | None
-    #: The value of the first ``content-length`` field, as an int if it is all digits.
+    #: The value of the ``content-length`` field(s), as an int.
     content_length: int | None = None
     #: How many regular (not pseudo-header) fields the block has.
     regular_fields: int = 0
@@ -54,7 +54,7 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     pseudo: dict[bytes, bytes] = {}
     regular = 0
     host = None
-    content_length = None
+    last_length = None
     first_length = None
     for name, value in headers:
         if name[:1] == b":":
@@ -77,7 +77,12 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
         if name == b"host":
             host = value
         elif name == b"content-length":
-            content_length = value
+            # 1*DIGIT (RFC 9110 8.6); several fields only if they agree.
+            if not value.isdigit():
+                return RequestHead(f"content-length {value[:32]!r} is not a decimal number")
+            if first_length is not None and value.lstrip(b"0") != first_length.lstrip(b"0"):
+                return RequestHead("content-length fields that differ")
+            last_length = value
             if first_length is None:
                 first_length = value
     method = pseudo.get(b":method")
@@ -107,9 +112,9 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     authority = pseudo.get(b":authority")
     if host is not None and authority is not None and host != authority:
         return RequestHead("host differs from :authority")
-    if ended and content_length is not None and content_length.strip(b"0"):
-        return RequestHead(f"content-length {content_length!r} on a request without a body")
-    length = int(first_length) if first_length is not None and first_length.isdigit() else None
+    if ended and last_length is not None and last_length.strip(b"0"):
+        return RequestHead(f"content-length {last_length!r} on a request without a body")
+    length = None if first_length is None else content_length(first_length)
     return RequestHead(None, length, regular, protocol)
 
 
