@@ -86,6 +86,12 @@ class Script:
             if got.strip() == line:
                 return
 
+    def started(self) -> None:
+        """Let the component start; return once it has."""
+        self.wait_for("starting")
+        self.go()
+        self.wait_for("started")
+
     def go(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.write("go\n")
@@ -124,9 +130,7 @@ def test_a_signal_during_the_start_stops_once_started(tmp_path: Path, loop: str,
 def test_a_signal_right_after_the_start_is_not_lost(tmp_path: Path, loop: str, sig: signal.Signals) -> None:
     # The moment asphalt's run_application left unguarded: the start is over, serving not begun.
     script = Script(tmp_path, loop)
-    script.wait_for("starting")
-    script.go()
-    script.wait_for("started")
+    script.started()
     script.process.send_signal(sig)
     status, lines, stderr = script.finish()
     assert status == 0, stderr
@@ -140,9 +144,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path: Path, loop: str, first: signal.
     # main thread is: that could leave a lock half taken (once in ~200 runs, the thread pool's,
     # and the exit then waited on it for ever).
     script = Script(tmp_path, loop, "--slow-teardown")
-    script.wait_for("starting")
-    script.go()
-    script.wait_for("started")
+    script.started()
     script.process.send_signal(first)
     script.wait_for("tearing down")
     script.process.send_signal(signal.SIGINT)
@@ -158,9 +160,7 @@ def test_a_third_ctrl_c_gets_a_held_up_loop_out(tmp_path: Path, loop: str) -> No
     # A teardown that never gives the loop back: the second Ctrl-C cannot be carried out by the
     # loop; the third raises KeyboardInterrupt where the code is stuck.
     script = Script(tmp_path, loop, "--stuck-teardown")
-    script.wait_for("starting")
-    script.go()
-    script.wait_for("started")
+    script.started()
     script.process.send_signal(signal.SIGINT)
     script.wait_for("stuck")
     script.process.send_signal(signal.SIGINT)
@@ -174,9 +174,7 @@ def test_a_third_ctrl_c_gets_a_held_up_loop_out(tmp_path: Path, loop: str) -> No
 
 def test_a_second_sigterm_changes_nothing(tmp_path: Path, loop: str) -> None:
     script = Script(tmp_path, loop, "--slow-teardown")
-    script.wait_for("starting")
-    script.go()
-    script.wait_for("started")
+    script.started()
     script.process.send_signal(signal.SIGTERM)
     script.wait_for("tearing down")
     script.process.send_signal(signal.SIGTERM)
