@@ -315,6 +315,31 @@ class TestRejections:
         assert body == rejected.message.encode() + b"\n"
 
     @pytest.mark.parametrize(
+        ("version", "coding", "status"),
+        [
+            # The parser takes HTTP/1.0 as bodiless whatever this field says: the chunked body
+            # would be read as the next request, one a proxy that honours the field never sent.
+            ("1.0", "chunked", 400),
+            ("1.1", "gzip", 400),
+            ("1.1", "identity", 400),
+            ("1.1", "xchunked", 400),
+            ("1.1", "chunked, gzip", 400),
+            ("1.1", "gzip, chunked", 501),
+        ],
+    )
+    def test_a_body_framed_by_anything_but_chunked_never_reaches_the_app(
+        self, version: str, coding: str, status: int
+    ) -> None:
+        core, _ = connection()
+        smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        head = f"POST / HTTP/{version}\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: {coding}\r\n\r\n"
+        events = core.receive_data(head.encode() + b"0\r\n\r\n" + smuggled)
+        assert kinds(events) == [ev.H11RequestRejected], "no request is handed to the app"
+        assert events[0].status == status and "Transfer-Encoding" in events[0].message
+        got, response = rejection_of(core, events)
+        assert got == status and b"\r\nConnection: close" in response
+
+    @pytest.mark.parametrize(
         ("framing", "message"),
         [(b"5;" + b"e" * 100, "max_chunk_head_size=64"), (b"zz\r\n", "chunk size")],
         ids=["chunk-head-too-long", "chunk-size-unreadable"],

@@ -181,6 +181,25 @@ class TestHost:
         assert seen.hosts == ["127.0.0.1"]
 
 
+class TestTransferCoding:
+    @pytest.mark.parametrize(("version", "coding"), [("1.0", "chunked"), ("1.1", "gzip")])
+    def test_a_smuggled_request_is_never_served(
+        self, server: RunningServer, seen: Seen, version: str, coding: str
+    ) -> None:
+        """
+        A body whose end a proxy and this server could judge differently (RFC 9112 section
+        6.1): 400 and close, and neither that request nor the one inside its body is served.
+        """
+        smuggled = request("GET", "/", {"Host": "smuggled"})
+        head = (
+            f"POST /upload HTTP/{version}\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: {coding}\r\n\r\n"
+        )
+        with RawClient(server.port) as client:
+            client.send(head.encode() + b"0\r\n\r\n" + smuggled)
+            assert_rejected(client, 400)
+        assert seen.bodies == [] and seen.hosts == []
+
+
 class TestChunkHeads:
     def test_64_kib_chunk_extension_gets_400(
         self, server: RunningServer, seen: Seen, caplog: pytest.LogCaptureFixture

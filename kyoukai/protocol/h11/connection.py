@@ -59,6 +59,26 @@ def chunk(data: bytes) -> tuple[bytes, bytes, bytes]:
     return b"%x\r\n" % len(data), data, b"\r\n"
 
 
+def _check_transfer_coding(value: str, version: str) -> None:
+    """
+    Only ``chunked`` frames a request body here (RFC 9112 section 6.1). A ``Transfer-Encoding``
+    that does not end with it leaves the body's end to guesswork, which is how a request is
+    smuggled past a proxy that guesses otherwise: 400, then close, before the app sees the
+    request. So for the field in an HTTP/1.0 request, which the parser would ignore (reading a
+    chunked body as the next request on a kept-alive connection). A coding before ``chunked``
+    (``gzip, chunked``) frames the body but is not decoded: 501.
+
+    :raises LimitExceeded: for any of these.
+    """
+    if version in HOST_OPTIONAL_VERSIONS:
+        raise LimitExceeded(400, f"Transfer-Encoding in an HTTP/{version} request")
+    codings = [coding.strip().lower() for coding in value.split(",")]
+    if codings[-1] != "chunked":
+        raise LimitExceeded(400, f"Transfer-Encoding {value[:64]!r} does not end with chunked")
+    if len(codings) > 1:
+        raise LimitExceeded(501, f"Transfer-Encoding {value[:64]!r}: only chunked is implemented")
+
+
 class H11ServerConnection(ProtocolCore):
     """
     One HTTP/1.1 connection, server side.
@@ -340,6 +360,9 @@ class H11ServerConnection(ProtocolCore):
         length = environ.get("CONTENT_LENGTH")
         if length is not None:
             req.expected_length = int(length)
+        coding = environ.get("HTTP_TRANSFER_ENCODING")
+        if coding is not None:
+            _check_transfer_coding(coding, version)
         expect = environ.get("HTTP_EXPECT")
         if expect is not None and version == "1.1" and expect.lower() == "100-continue":
             req.expects_continue = True
