@@ -284,6 +284,9 @@ class TestRejections:
             (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n", 431, "max_header_size=4096"),
             (request("GET", "/", {f"X-{i}": "1" for i in range(20)}), 431, "max_header_count=20"),
             (b"\x16\x03\x01\x02\x00\r\n\r\n", 400, "Malformed request"),
+            (b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "with a fragment"),
+            (b"GET /a?q#b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "with a fragment"),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP/2.0 request line"),
         ],
         ids=[
             "no-host",
@@ -294,6 +297,9 @@ class TestRejections:
             "431-size",
             "431-count",
             "malformed",
+            "fragment",
+            "fragment-after-query",
+            "http2-request-line",
         ],
     )
     def test_rejected(self, data: bytes, status: int, message: str) -> None:

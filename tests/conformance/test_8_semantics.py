@@ -244,6 +244,13 @@ def test_empty_path(target, client):
     expect_malformed(target, client, send_head(client, head))
 
 
+@pytest.mark.parametrize("path", ["/#top", "/a?q=1#top"])
+def test_path_with_a_fragment(target, client, path):
+    """A fragment is never part of a request target (RFC 9113 8.3.1): stream error PROTOCOL_ERROR."""
+    head = [(n, path if n == ":path" else v) for n, v in client.head("/")]
+    expect_malformed(target, client, send_head(client, head))
+
+
 def test_unknown_pseudo_header(target, client):
     """An undefined pseudo-header field (:foo): stream error PROTOCOL_ERROR."""
     expect_malformed(target, client, send_head(client, client.head("/") + [(":foo", "bar")]))

@@ -46,6 +46,8 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 #: The last byte of a field value that ends in whitespace (optional whitespace, RFC 9110 5.6.3).
 _OWS = frozenset((b" ", b"\t"))
+#: The versions of an HTTP/1 request line.
+_HTTP1_VERSIONS = frozenset({"0.9", "1.0", "1.1"})
 #: The usual request methods, decoded once.
 _METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 #: Fields a trailer section must not carry (framing and connection management).
@@ -341,16 +343,25 @@ class H11ServerConnection(ProtocolCore):
         assert req is not None
         self._header_deadline = None
         parser = self.parser
-        version = req.version = parser.get_http_version()
+        version = parser.get_http_version()
+        if version not in _HTTP1_VERSIONS:
+            # (The parser takes an HTTP/2.0 request line in HTTP/1 framing as one.) Answered in
+            # HTTP/1.1, as the request's version is not one to answer in.
+            raise LimitExceeded(505, f"HTTP/{version} request line: this connection speaks HTTP/1.x")
+        req.version = version
+        url = req.url
+        target = url[0] if len(url) == 1 else b"".join(url)
+        if b"#" in target:
+            # A fragment is the client's to keep, never part of a request target (RFC 9112 3.2).
+            raise LimitExceeded(400, "Request target with a fragment ('#')")
         if req.host is None and version not in HOST_OPTIONAL_VERSIONS:
             raise LimitExceeded(400, f"HTTP/{version} request without a Host header field")
         req.keep_alive = parser.should_keep_alive()
         method = parser.get_method()
-        url = req.url
         environ = req.environ = to_wsgi_environment(
             req.headers,
             _METHODS.get(method) or method.decode("ascii"),
-            (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1"),
+            target.decode("latin-1"),
             version,
             scheme=self.scheme,
             server=self.server_address,

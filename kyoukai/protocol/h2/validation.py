@@ -109,6 +109,8 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
         # the router as /admin past hooks that look at PATH_INFO.
         if path[:1] != b"/" and (path != b"*" or method != b"OPTIONS"):
             return RequestHead(f":path {path[:64]!r} is neither origin-form nor '*' with OPTIONS")
+        if b"#" in path:
+            return RequestHead(f":path {path[:64]!r} has a fragment")
     authority = pseudo.get(b":authority")
     if host is not None and authority is not None and host != authority:
         return RequestHead("host differs from :authority")
