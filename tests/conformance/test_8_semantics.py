@@ -244,10 +244,26 @@ def test_empty_path(target, client):
     expect_malformed(target, client, send_head(client, head))
 
 
-@pytest.mark.parametrize("path", ["/#top", "/a?q=1#top"])
-def test_path_with_a_fragment(target, client, path):
-    """A fragment is never part of a request target (RFC 9113 8.3.1): stream error PROTOCOL_ERROR."""
-    head = [(n, path if n == ":path" else v) for n, v in client.head("/")]
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (":path", "/#top"),
+        (":path", "/a?q=1#top"),
+        (":path", "/a b"),
+        (":path", "/a\x7f"),
+        (":method", "G ET"),
+        (":authority", "user@127.0.0.1"),
+        (":authority", "127.0.0.1/evil"),
+    ],
+    ids=["fragment", "fragment-after-query", "space", "del", "method-not-a-token", "userinfo", "slash"],
+)
+def test_request_target_not_a_uri(target, client, name, value):
+    """
+    A :path that is not an origin-form target (a fragment, whitespace, a control), a :method
+    that is not a token, an :authority with userinfo (RFC 9113 8.3.1) or other than a host and
+    port: a malformed request, stream error PROTOCOL_ERROR.
+    """
+    head = [(n, value if n == name else v) for n, v in client.head("/")]
     expect_malformed(target, client, send_head(client, head))
 
 

@@ -14,12 +14,17 @@ from collections.abc import Iterable
 from itertools import chain
 from typing import NamedTuple
 
-from kyoukai.protocol.fields import CONNECTION_SPECIFIC, content_length
+from kyoukai.protocol.fields import CONNECTION_SPECIFIC, content_length, is_valid_host
 
 #: Field names: no controls, space, uppercase, DEL or non-ASCII, no colon (RFC 9113 8.2.1).
 _valid_name = re.compile(rb"[^\x00-\x20A-Z\x7f-\xff:]+").fullmatch
 #: Field values: no NUL, CR or LF; no whitespace at either end (RFC 9113 8.2.1).
 _valid_value = re.compile(rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?").fullmatch
+
+#: A method is a token (RFC 9110 9.1).
+_valid_method = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+#: What a request target never holds: whitespace, controls, DEL (RFC 9112 3.2), a fragment.
+_not_in_path = re.compile(rb"[\x00-\x20\x7f#]").search
 
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 #: The ``:protocol`` values of an extended CONNECT that this server speaks (RFC 8441 section 4).
@@ -88,6 +93,8 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     method = pseudo.get(b":method")
     if method is None:
         return RequestHead("no :method")
+    if not _valid_method(method):
+        return RequestHead(f":method {method[:32]!r} is not a token")
     protocol = pseudo.get(b":protocol")
     if protocol is not None and method != b"CONNECT":
         return RequestHead(f":protocol in a {method[:16]!r} request (only an extended CONNECT carries it)")
@@ -109,11 +116,15 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
         # the router as /admin past hooks that look at PATH_INFO.
         if path[:1] != b"/" and (path != b"*" or method != b"OPTIONS"):
             return RequestHead(f":path {path[:64]!r} is neither origin-form nor '*' with OPTIONS")
-        if b"#" in path:
-            return RequestHead(f":path {path[:64]!r} has a fragment")
+        if _not_in_path(path):
+            return RequestHead(f":path {path[:64]!r} has whitespace, a control character or a fragment")
     authority = pseudo.get(b":authority")
     if host is not None and authority is not None and host != authority:
         return RequestHead("host differs from :authority")
+    # (No userinfo, RFC 9113 8.3.1; the Host rules of HTTP/1.1 otherwise.)
+    named = authority if authority is not None else host
+    if named is not None and not is_valid_host(named):
+        return RequestHead(f"invalid :authority or host {named[:64]!r}")
     if ended and last_length is not None and last_length.strip(b"0"):
         return RequestHead(f"content-length {last_length!r} on a request without a body")
     length = None if first_length is None else content_length(first_length)
