@@ -44,8 +44,6 @@ FIRST_BYTES_GRACE = 1.0
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-#: The last byte of a field value that ends in whitespace (optional whitespace, RFC 9110 5.6.3).
-_OWS = frozenset((b" ", b"\t"))
 #: The versions of an HTTP/1 request line.
 _HTTP1_VERSIONS = frozenset({"0.9", "1.0", "1.1"})
 #: The usual request methods, decoded once.
@@ -316,8 +314,9 @@ class H11ServerConnection(ProtocolCore):
             raise LimitExceeded(431, f"Request head larger than max_header_size={self._max_header_size} bytes")
         if len(headers) >= self._max_header_count:
             raise LimitExceeded(431, f"More than max_header_count={self._max_header_count} header fields")
-        if value[-1:] in _OWS:
-            # The parser keeps trailing whitespace; it is not part of the value (RFC 9110 5.5).
+        if value and value[-1] <= 32:
+            # The parser keeps trailing whitespace (SP, HTAB: it refuses other controls); it is
+            # not part of the value (RFC 9110 5.5).
             value = value.rstrip(b" \t")
         if len(name) == 4 and not self._head_done and name.lower() == b"host":
             if req.host is not None or value != self._host:
