@@ -541,6 +541,18 @@ class TestHTTP2:
         assert core.next_answer() is None and core.next_deadline() is None
         assert core.receive_data(b"more") == []
 
+    @pytest.mark.parametrize(
+        "settings",
+        ["!!!", "AAIAAAAC", "AAIAAA", "AAIAAAA", "AASAAAAA", "AAUAAAAA", "AAgAAAAC"],
+        ids=["not-base64", "push-2", "4-bytes", "5-bytes", "window-2-31", "frame-size-0", "connect-2"],
+    )
+    def test_h2c_upgrade_with_bad_settings_is_served_as_http11(self, settings: str) -> None:
+        # Switching would give HTTP/2 settings it cannot take (the connection used to break).
+        core, _ = connection(h2c=True)
+        headers = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": settings}
+        events = core.receive_data(request("GET", "/", headers))
+        assert kinds(events) == [ev.H11RequestReceived, ev.H11RequestEnded]
+
     def test_h2c_upgrade_is_served_as_http11_when_http2_is_off(self) -> None:
         core, _ = connection(h2c=False)
         events = core.receive_data(self.UPGRADE)

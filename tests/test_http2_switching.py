@@ -174,6 +174,22 @@ class TestH2CUpgrade:
                 stream = client.response(1)
         assert bytes(stream.data) == b"application/x-test HTTP/2"
 
+    @pytest.mark.parametrize("settings", ["AAIAAAAC", "AAIAAA"], ids=["bad-value", "bad-length"])
+    def test_upgrade_with_bad_settings_is_served_as_http11(self, settings: str) -> None:
+        """
+        HTTP2-Settings that HTTP/2 would refuse: the request is answered over HTTP/1.1 (the
+        server used to switch, then fail, leaving a connection its stop waited on).
+        """
+        with serve(make_app(), http2=True) as server:
+            with connect(server.port) as sock:
+                head = (
+                    f"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                    f"Upgrade: h2c\r\nHTTP2-Settings: {settings}\r\n\r\n"
+                )
+                sock.sendall(head.encode() + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                responses = read_http11_responses(sock, 2)
+            assert [(h.split(b"\r\n")[0], body) for h, body in responses] == [(b"HTTP/1.1 200 OK", b"index")] * 2
+
     def test_upgrade_with_a_body_is_declined_and_pipelining_survives(self) -> None:
         with serve(make_app(), http2=True) as server, connect(server.port) as sock:
             request = upgrade_request(server.port, "/echo", "POST", "Content-Length: 5\r\n") + b"hello"

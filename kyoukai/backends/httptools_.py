@@ -260,12 +260,20 @@ class KyoukaiProtocol(asyncio.Protocol):
         self._timer.cancel()
         self._handed_over = True
         protocol = H2KyoukaiProtocol(self.component, self.parent_context)
-        self.transport.set_protocol(protocol)
         if register:
+            self.transport.set_protocol(protocol)
             protocol.connection_made(self.transport)
         else:
+            try:
+                protocol.adopt(self.transport, data, upgrade=upgrade, preface_deadline=preface_deadline)
+            except Exception:
+                # The connection is still this protocol's: it ends here, and is forgotten as usual.
+                logger.exception("Handing the connection from %s over to HTTP/2 failed; closing it.", self.peer)
+                self._handed_over = False
+                abort_transport(self.transport)
+                return
+            self.transport.set_protocol(protocol)
             self.component.connection_handed_over(self, protocol)
-            protocol.adopt(self.transport, data, upgrade=upgrade, preface_deadline=preface_deadline)
             if self.core.shutting_down:
                 # The preface came in the first-bytes grace of a graceful stop: HTTP/2 stops too.
                 protocol.shutdown()

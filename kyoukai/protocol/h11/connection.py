@@ -29,6 +29,7 @@ import httptools
 from kyoukai.protocol import events as ev
 from kyoukai.protocol.core import ProtocolCore
 from kyoukai.protocol.fields import HOST_OPTIONAL_VERSIONS, check_informational_status, checked_names, is_valid_host
+from kyoukai.protocol.h2.validation import http2_settings_problem
 from kyoukai.protocol.h11.framing import ChunkedBody, LimitExceeded, blank_line_end, last_bytes
 from kyoukai.protocol.h11.request import H11Request, Rejection
 from kyoukai.protocol.ws.handshake import HandshakeRejection, WebSocketOffer, check_upgrade_request
@@ -427,6 +428,12 @@ class H11ServerConnection(ProtocolCore):
             return False
         if "," in settings:
             logger.info("Declined an h2c upgrade from %s: more than one HTTP2-Settings header.", self.peer)
+            return False
+        problem = http2_settings_problem(settings)
+        if problem is not None:
+            logger.info(
+                "Declined an h2c upgrade from %s: HTTP2-Settings is %s; serving it as HTTP/1.1.", self.peer, problem
+            )
             return False
         if environ.get("CONTENT_LENGTH", "0") != "0" or "HTTP_TRANSFER_ENCODING" in environ:
             logger.info("Declined an h2c upgrade from %s: the request has a body; serving it as HTTP/1.1.", self.peer)

@@ -9,7 +9,10 @@ which reports a malformed request as a connection error where RFC 9113 asks for 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import struct
 from collections.abc import Iterable
 from itertools import chain
 from typing import NamedTuple
@@ -164,4 +167,35 @@ def check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         problem = f"pseudo-header {name!r}" if name[:1] == b":" else _check_field(name, value)
         if problem is not None:
             return problem + " in trailers"
+    return None
+
+
+#: An ``HTTP2-Settings`` value: base64url (RFC 4648 section 5), its padding optional.
+_base64url = re.compile(r"[A-Za-z0-9_-]*={0,2}").fullmatch
+_SETTING = struct.Struct("!HL")
+
+
+def http2_settings_problem(value: str) -> str | None:
+    """
+    What is wrong with the ``HTTP2-Settings`` of an h2c upgrade request (RFC 7540 section
+    3.2.1: the payload of a SETTINGS frame in base64url), or ``None``: not base64url, not
+    whole settings, or a value RFC 9113 section 6.5.2 rules out. The server answers such a
+    request over HTTP/1.1 instead of switching to a connection that would fail at once.
+    """
+    text = value.strip()
+    if not _base64url(text):
+        return "not base64url"
+    try:
+        payload = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        return "not base64url"
+    if len(payload) % _SETTING.size:
+        return f"{len(payload)} bytes, not whole settings of 6 bytes each"
+    for setting, number in _SETTING.iter_unpack(payload):
+        if setting in (0x2, 0x8) and number > 1:  # ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL
+            return f"setting {setting} is {number}, not 0 or 1"
+        if setting == 0x4 and number > 0x7FFFFFFF:  # INITIAL_WINDOW_SIZE
+            return f"an initial window of {number}, over 2^31-1"
+        if setting == 0x5 and not 0x4000 <= number <= 0xFFFFFF:  # MAX_FRAME_SIZE
+            return f"a maximum frame size of {number}, outside 2^14 to 2^24-1"
     return None
