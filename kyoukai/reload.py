@@ -136,7 +136,8 @@ class Reloader:
             status = self._start()
             if status is not None:
                 return status
-            self._say(f"Reloading on changes to {self._watched()} under {self.folder}")
+            if not self.stop_requested.is_set():
+                self._say(f"Reloading on changes to {self._watched()} under {self.folder}")
             for changed in changes:
                 self._reap()
                 if changed and not self.stop_requested.is_set():
@@ -189,13 +190,26 @@ class Reloader:
         finally:
             child_end.close()
         server = ServerProcess(process, channel)
-        channel.settimeout(START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        reported = b""
         try:
-            reported = channel.recv(len(READY))
-        except TimeoutError:
-            reported = b""
-            self._say(f"The new server did not start within {START_TIMEOUT:g} s; stopping it.")
-            process.kill()
+            # In short waits, so that a stop asked for meanwhile is not held up by a slow start.
+            while not self.stop_requested.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._say(f"The new server did not start within {START_TIMEOUT:g} s; stopping it.")
+                    process.kill()
+                    break
+                channel.settimeout(min(remaining, STOP_POLL))
+                try:
+                    reported = channel.recv(len(READY))
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                # Stopping: this one stops with the others (its own runner stops it once started).
+                self.current = server
+                return None
         except BaseException:
             process.kill()
             process.wait()

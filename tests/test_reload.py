@@ -166,6 +166,23 @@ def test_a_second_ctrl_c_stops_the_server_at_once(tmp_path: Path) -> None:
         client.wait()
 
 
+SLOW_IMPORT = """\
+import time
+
+print("importing", flush=True)
+time.sleep(120)
+"""
+
+
+def test_ctrl_c_during_a_slow_start_stops_at_once(tmp_path: Path) -> None:
+    # The supervisor used to wait for the server to report (up to 30 s) before acting on it.
+    write_module(tmp_path, SLOW_IMPORT)
+    command = KyoukaiCommand(["run", "mod:app", "--reload", "--port", "0"], tmp_path, tmp_path / "stderr.log")
+    command.wait_for_line("^importing$")
+    assert command.stop(signal.SIGINT) == 0
+    assert "Traceback" not in command.stderr()
+
+
 def test_a_config_file_reloads_too(tmp_path: Path) -> None:
     write_module(tmp_path, MODULE.format(answer="one"))
     config = "component:\n  type: kyoukai\n  app: mod:app\n  ip: 127.0.0.1\n  port: 0\n"
