@@ -62,7 +62,6 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     pseudo: dict[bytes, bytes] = {}
     regular = 0
     host = None
-    last_length = None
     first_length = None
     for name, value in headers:
         if name[:1] == b":":
@@ -90,7 +89,6 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
                 return RequestHead(f"content-length {value[:32]!r} is not a decimal number")
             if first_length is not None and value.lstrip(b"0") != first_length.lstrip(b"0"):
                 return RequestHead("content-length fields that differ")
-            last_length = value
             if first_length is None:
                 first_length = value
     method = pseudo.get(b":method")
@@ -128,8 +126,9 @@ def _inspect(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     named = authority if authority is not None else host
     if named is not None and not is_valid_host(named):
         return RequestHead(f"invalid :authority or host {named[:64]!r}")
-    if ended and last_length is not None and last_length.strip(b"0"):
-        return RequestHead(f"content-length {last_length!r} on a request without a body")
+    if ended and first_length is not None and first_length.strip(b"0"):
+        # (All content-length fields agree by now: the first says it.)
+        return RequestHead(f"content-length {first_length!r} on a request without a body")
     length = None if first_length is None else content_length(first_length)
     return RequestHead(None, length, regular, protocol)
 
