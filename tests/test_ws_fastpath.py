@@ -24,6 +24,7 @@ from kyoukai.protocol.ws.frames import frame_length, read_messages, write_messag
 from kyoukai.protocol.ws.handshake import WebSocketOffer
 from kyoukai.protocol.ws.session import Failed, Message, WebSocketSession
 from kyoukai.protocol.ws.settings import WebSocketSettings
+from kyoukai.testing import _MemoryChannel
 from kyoukai.websocket import WebSocket
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -282,35 +283,21 @@ def test_deflate_sessions_leave_frames_to_wsproto() -> None:
 # the shell: replies to a burst of messages go out in one write
 
 
-class RecordingChannel:
-    """A WebSocketChannel that keeps what is written, one entry per write."""
+class RecordingChannel(_MemoryChannel):
+    """The test client's channel, keeping what is written, one entry per write."""
 
     def __init__(self) -> None:
-        self.offer = WebSocketOffer(key="dGhlIHNhbXBsZSBub25jZQ==", subprotocols=(), extensions=(), http2=False)
-        self.settings = WebSocketSettings()
+        offer = WebSocketOffer(key="dGhlIHNhbXBsZSBub25jZQ==", subprotocols=(), extensions=(), http2=False)
+        super().__init__(offer, WebSocketSettings())
         self.writes: list[bytes] = []
-        self.finished = False
 
     async def send_head(self, status: int, headers: list[tuple[str, str]]) -> None:
+        await super().send_head(status, headers)
         self.writes.append(b"head")
 
     def write(self, data: bytes) -> None:
+        super().write(data)
         self.writes.append(data)
-
-    def must_wait(self) -> bool:
-        return False
-
-    async def drain(self) -> None:
-        return None
-
-    def pause_reading(self) -> None:
-        """Nothing to pause."""
-
-    def resume_reading(self) -> None:
-        """Nothing to resume."""
-
-    def finish(self) -> None:
-        self.finished = True
 
 
 async def open_websocket() -> tuple[WebSocket, RecordingChannel]:
